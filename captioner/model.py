@@ -1,0 +1,268 @@
+"""The soft-attention decoder of Show, Attend and Tell (Xu et al., 2015).
+
+Notation follows the paper: a_i are the L = 196 annotation vectors (one per
+14 x 14 region, D = 512 wide), h_t the LSTM state, alpha_t the attention
+weights, z_t the context vector, y_t the word.
+
+Everything that decodes (teacher forcing in training, greedy, beam search,
+attention export) goes through :meth:`AttentionDecoder.step`, and the image
+side of the attention MLP is projected once per photo by
+:meth:`AttentionDecoder.prepare`.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from .config import ModelConfig
+
+PACKAGE = "captioner"  # never rename: saved files refer to layers by this name
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SoftAttention(layers.Layer):
+    """f_att: e_ti = w^T tanh(W_a a_i + W_h h_{t-1}), alpha_t = softmax(e_t)  (eqs. 4-5)."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.feature_proj = layers.Dense(units, name="feature_proj")  # W_a
+        self.state_proj = layers.Dense(units, use_bias=False, name="state_proj")  # W_h
+
+    def build(self, features_shape, state_shape):
+        self.feature_proj.build(features_shape)
+        self.state_proj.build(state_shape)
+        self.score = self.add_weight(shape=(self.units,), initializer="glorot_uniform", name="score")  # w
+        self.built = True
+
+    def project(self, features):
+        """W_a a_i for every region, once per photo: (B, L, D) -> (B, L, A)."""
+        return self.feature_proj(features)
+
+    def call(self, projected, state):
+        hidden = ops.tanh(projected + ops.expand_dims(self.state_proj(state), 1))  # (B, L, A)
+        scores = ops.einsum("bla,a->bl", hidden, self.score)  # (B, L)   e_ti
+        return ops.softmax(scores, axis=-1)  # alpha_t: (B, L), each row sums to 1
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AttentionDecoder(layers.Layer):
+    """LSTM decoder with soft attention, the gating scalar beta and a deep output layer."""
+
+    def __init__(self, vocab_size: int, feature_dim: int = 512, embed_dim: int = 256, lstm_units: int = 512,
+                 attention_dim: int = 512, dropout: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.feature_dim = feature_dim
+        self.embed_dim = embed_dim
+        self.lstm_units = lstm_units
+        self.attention_dim = attention_dim
+        self.dropout = dropout
+
+        self.embedding = layers.Embedding(vocab_size, embed_dim, name="embedding")  # E
+        self.init_h = layers.Dense(lstm_units, activation="tanh", name="init_h")  # f_init,h
+        self.init_c = layers.Dense(lstm_units, activation="tanh", name="init_c")  # f_init,c
+        self.attention = SoftAttention(attention_dim, name="attention")
+        self.gate = layers.Dense(feature_dim, activation="sigmoid", name="gate")  # f_beta (sec. 4.2.1)
+        self.cell = layers.LSTMCell(lstm_units, name="lstm")
+        self.out_h = layers.Dense(embed_dim, name="out_h")  # L_h
+        self.out_z = layers.Dense(embed_dim, use_bias=False, name="out_z")  # L_z
+        self.logits = layers.Dense(vocab_size, name="logits")  # L_o
+        self.drop = layers.Dropout(dropout)
+
+    def build(self, features_shape=None):
+        B, L, D, n, m = None, None, self.feature_dim, self.lstm_units, self.embed_dim
+        self.embedding.build((B,))
+        self.init_h.build((B, D))
+        self.init_c.build((B, D))
+        self.attention.build((B, L, D), (B, n))
+        self.gate.build((B, n))
+        self.cell.build((B, m + D))
+        self.out_h.build((B, n))
+        self.out_z.build((B, D))
+        self.logits.build((B, m))
+        self.built = True
+
+    def prepare(self, features):
+        """Everything computed once per photo: the initial state and W_a a_i.
+
+        features (B, L, D) -> (h_0, c_0) each (B, n), projected (B, L, A).
+        """
+        mean = ops.mean(features, axis=1)  # (B, D): the paper's mean annotation vector
+        return self.init_h(mean), self.init_c(mean), self.attention.project(features)
+
+    def recur(self, tokens, h, c, features, projected, training=False):
+        """Attend, then advance the LSTM by one word (eqs. 1-6).
+
+        tokens (B,) int; h, c (B, n); features (B, L, D); projected (B, L, A).
+        Returns h_t, c_t (B, n), z_t (B, D), alpha_t (B, L), E y_{t-1} (B, m).
+        """
+        alpha = self.attention(projected, h)  # (B, L)   eq. 5
+        context = ops.sum(ops.expand_dims(alpha, -1) * features, axis=1)  # (B, D)   eq. 6, soft
+        context = self.gate(h) * context  # z_t = beta * sum_i alpha_ti a_i,  beta = sigmoid(f_beta(h_{t-1}))
+        embedded = self.embedding(tokens)  # (B, m)   E y_{t-1}
+        x = ops.concatenate([embedded, context], axis=-1)  # (B, m + D)
+        h, (h, c) = self.cell(x, [h, c], training=training)  # eqs. 1-3
+        return h, c, context, alpha, embedded
+
+    def output(self, embedded, h, context, training=False):
+        """Deep output layer, eq. 7: p(y_t) ~ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t)).
+
+        Works on one step (B, .) or on all steps at once (B, T, .); returns logits (..., V).
+        """
+        out = embedded + self.out_h(self.drop(h, training=training)) + self.out_z(context)  # (..., m)
+        return self.logits(self.drop(out, training=training))  # (..., V)
+
+    def step(self, tokens, h, c, features, projected, training=False):
+        """One time step: y_{t-1}, (h, c)_{t-1} -> logits for y_t (B, V), (h, c)_t, alpha_t (B, L)."""
+        h, c, context, alpha, embedded = self.recur(tokens, h, c, features, projected, training)
+        return self.output(embedded, h, context, training), h, c, alpha
+
+    def call(self, features, tokens, training=False):
+        """Teacher forcing: features (B, L, D), tokens (B, T) starting with <start>.
+
+        Runs :meth:`recur` over the T steps in a loop, then :meth:`output` on
+        all steps in one matrix product. Returns logits (B, T, V) and
+        attention (B, T, L). T may change from batch to batch (length buckets).
+        """
+        import tensorflow as tf  # the time loop is TensorFlow's: XLA needs its maximum_iterations
+
+        h, c, projected = self.prepare(features)
+        steps = tf.shape(tokens)[1]
+        time_major = tf.transpose(tokens)  # (T, B)
+        arrays = [tf.TensorArray(features.dtype, size=steps) for _ in range(4)]
+
+        def body(t, h, c, arrays):
+            h, c, context, alpha, emb = self.recur(time_major[t], h, c, features, projected, training=training)
+            return t + 1, h, c, [a.write(t, v) for a, v in zip(arrays, (h, context, alpha, emb))]
+
+        _, _, _, arrays = tf.while_loop(lambda t, *_: t < steps, body, (0, h, c, arrays),
+                                        maximum_iterations=steps)
+        hs, contexts, alphas, embedded = (ops.transpose(a.stack(), (1, 0, 2)) for a in arrays)  # (B, T, .)
+        logits = self.output(embedded, hs, contexts, training=training)  # (B, T, V)
+        return logits, alphas
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "feature_dim": self.feature_dim,
+            "embed_dim": self.embed_dim,
+            "lstm_units": self.lstm_units,
+            "attention_dim": self.attention_dim,
+            "dropout": self.dropout,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CaptionModel(keras.Model):
+    """The decoder as a Keras model: what ``fit`` trains and what the weight files hold.
+
+    Its ``train_step`` minimises the cross-entropy masked over padding plus the
+    doubly stochastic attention penalty.
+    """
+
+    def __init__(self, decoder: AttentionDecoder, alpha_c: float = 1.0, label_smoothing: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.decoder = decoder
+        self.alpha_c = alpha_c
+        self.label_smoothing = label_smoothing
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.xent_tracker = keras.metrics.Mean(name="xent")
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+
+    def build(self, input_shape=None):
+        if not self.decoder.built:
+            self.decoder.build()
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.xent_tracker, self.accuracy_tracker]
+
+    def call(self, inputs, training=False):
+        features, tokens = inputs
+        return self.decoder(features, tokens, training=training)
+
+    def caption_losses(self, features, captions, training):
+        from keras import ops
+
+        features = ops.cast(features, "float32")  # (B, L, D), stored as float16
+        inputs, targets = captions[:, :-1], captions[:, 1:]  # (B, T) each
+        mask = ops.cast(ops.not_equal(targets, 0), "float32")  # <pad> is id 0
+        logits, alphas = self.decoder(features, inputs, training=training)  # (B, T, V), (B, T, L)
+        logits, alphas = ops.cast(logits, "float32"), ops.cast(alphas, "float32")  # losses in float32
+        vocab = ops.shape(logits)[-1]
+        labels = ops.one_hot(targets, vocab)
+        if self.label_smoothing:
+            labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / ops.cast(vocab, "float32")
+        xent = keras.losses.categorical_crossentropy(labels, logits, from_logits=True)  # (B, T)
+        tokens = ops.maximum(ops.sum(mask), 1.0)
+        xent = ops.sum(xent * mask) / tokens  # divided by real tokens, not padding
+        # Doubly stochastic attention (eq. 14): lambda * sum_i (1 - sum_t alpha_ti)^2,
+        # averaged over regions and photos; padded steps do not count.
+        coverage = ops.sum(alphas * ops.expand_dims(mask, -1), axis=1)  # (B, L)
+        penalty = self.alpha_c * ops.mean(ops.square(1.0 - coverage))
+        correct = ops.cast(ops.equal(ops.argmax(logits, -1), ops.cast(targets, "int64")), "float32")
+        accuracy = ops.sum(correct * mask) / tokens
+        return xent + penalty, xent, accuracy
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        features, captions = data
+        with tf.GradientTape() as tape:
+            loss, xent, accuracy = self.caption_losses(features, captions, training=True)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._track(loss, xent, accuracy)
+
+    def test_step(self, data):
+        features, captions = data
+        return self._track(*self.caption_losses(features, captions, training=False))
+
+    def _track(self, loss, xent, accuracy):
+        self.loss_tracker.update_state(loss)
+        self.xent_tracker.update_state(xent)
+        self.accuracy_tracker.update_state(accuracy)
+        return {m.name: m.result() for m in self.metrics}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "alpha_c": self.alpha_c,
+            "label_smoothing": self.label_smoothing,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        return cls(**config)
+
+
+def build_decoder(config: ModelConfig) -> AttentionDecoder:
+    if config.vocab_size < 5:
+        raise ValueError("config.vocab_size is not set; build the vocabulary first")
+    decoder = AttentionDecoder(
+        vocab_size=config.vocab_size,
+        feature_dim=config.feature_dim,
+        embed_dim=config.embed_dim,
+        lstm_units=config.lstm_units,
+        attention_dim=config.attention_dim,
+        dropout=config.dropout,
+        name="decoder",
+    )
+    decoder.build()
+    return decoder
+
+
+def build_model(config: ModelConfig, alpha_c: float = 1.0, label_smoothing: float = 0.0) -> CaptionModel:
+    """A fresh, built :class:`CaptionModel` for ``config``."""
+    model = CaptionModel(build_decoder(config), alpha_c=alpha_c, label_smoothing=label_smoothing, name="captioner")
+    model.build()
+    return model

