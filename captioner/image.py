@@ -18,8 +18,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import ModelConfig
 
-# A 200-megapixel phone photo is fine; a 30,000 x 30,000 decompression bomb is not.
-MAX_PIXELS = 250_000_000
+# Pillow's own decompression-bomb threshold (about 89 megapixels): larger photos are refused.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+_TOO_MANY = (f"This photo has too many pixels to read safely (the limit is {MAX_PIXELS // 1_000_000} megapixels). "
+             "Please send a smaller copy.")
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -85,7 +87,7 @@ def _open(source) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(fileobj)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError("This photo has too many pixels to read safely.") from exc
+        raise ImageError(_TOO_MANY) from exc
     except UnidentifiedImageError as exc:
         raise ImageError("This file is not a photo in a format I can read (JPEG, PNG, GIF, WebP, BMP, TIFF).") from exc
     except OSError as exc:
@@ -97,10 +99,7 @@ def _check_size(image: Image.Image) -> None:
     if width < 1 or height < 1:
         raise ImageError("This photo has no pixels.")
     if width * height > MAX_PIXELS:
-        raise ImageError(
-            f"This photo is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "
-            f"the limit is {MAX_PIXELS // 1_000_000} megapixels. Please send a smaller copy."
-        )
+        raise ImageError(_TOO_MANY)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -128,7 +127,7 @@ def _from_array(array: np.ndarray) -> Image.Image:
     if array.size == 0:
         raise ImageError("This photo has no pixels.")
     if array.shape[0] * array.shape[1] > MAX_PIXELS:
-        raise ImageError("This photo has too many pixels to read safely.")
+        raise ImageError(_TOO_MANY)
     if array.dtype != np.uint8:
         values = array.astype(np.float64)
         if np.issubdtype(array.dtype, np.floating):

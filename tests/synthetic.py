@@ -46,10 +46,14 @@ def make_dataset(root: Path, fmt: str = "kaggle") -> dict[str, str]:
         lines = [f"{f}#{k}\t{truth[f].capitalize()} ." for f in files for k in range(5)]
         lines.append("2258277193_586949ec62.jpg.1#0\tThe bogus entry of the real data set .")
         (root / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    # A photo with captions that no split lists (Flickr8k has 91 of them).
+    shape_photo("red", "square", "green").save(images / "5000_nosplit.jpg")
+    with open(root / ("captions.txt" if fmt == "kaggle" else "Flickr8k.token.txt"), "a") as f:
+        f.write("5000_nosplit.jpg,A photo in no split .\n" if fmt == "kaggle" else "5000_nosplit.jpg#0\tIn no split .\n")
     # Every photo in train; dev and test reuse them (this data is for overfitting).
     (root / "Flickr_8k.trainImages.txt").write_text("\n".join(files) + "\n")
-    (root / "Flickr_8k.devImages.txt").write_text("\n".join(files[:6]) + "\n")
-    (root / "Flickr_8k.testImages.txt").write_text("\n".join(files[6:]) + "\n")
+    (root / "Flickr_8k.devImages.txt").write_text("\n".join(files) + "\n")
+    (root / "Flickr_8k.testImages.txt").write_text("\n".join(files[::2]) + "\n")
     return truth
 
 

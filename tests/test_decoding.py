@@ -1,0 +1,100 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from captioner.config import ModelConfig
+from captioner.data import SPECIALS, Vocabulary
+from captioner.decoding import beam_search, greedy
+from captioner.model import build_model
+
+
+def test_trained_tiny_model_reproduces_its_captions(synthetic_data, tiny_captioner):
+    root, truth = synthetic_data
+    for name, caption in truth.items():
+        assert tiny_captioner.caption(root / "Images" / name, beam_size=1).text == caption
+
+
+def test_beam_width_one_equals_greedy(synthetic_data, tiny_captioner):
+    root, truth = synthetic_data
+    c = tiny_captioner
+    for name in list(truth)[:4]:
+        _, pixels = c.prepare_image(root / "Images" / name)
+        features = c.features(pixels[None])
+        g = greedy(c.decoder, c.vocab, features, c.config.max_length, c.config.length_penalty, with_steps=True)[0]
+        b = beam_search(c.decoder, c.vocab, features[0], 1, c.config.max_length, c.config.length_penalty,
+                        with_steps=True)
+        assert b.words == g.words
+        assert b.log_prob == pytest.approx(g.log_prob, abs=1e-4)
+        np.testing.assert_allclose(b.attention, g.attention, atol=1e-6)
+        assert [w for w, _ in b.steps[0]] == [w for w, _ in g.steps[0]]
+
+
+def test_beam_result_is_ranked_with_attention_per_word(synthetic_data, tiny_captioner):
+    root, truth = synthetic_data
+    name = next(iter(truth))
+    cap = tiny_captioner.caption(root / "Images" / name, beam_size=4, with_steps=True)
+    g = tiny_captioner.config.grid_size
+    assert cap.attention.shape == (len(cap.words), g, g)
+    np.testing.assert_allclose(cap.attention.sum(axis=(1, 2)), 1.0, rtol=1e-4)
+    assert len(cap.alternatives) == 3
+    assert all(cap.score >= alt.score for alt in cap.alternatives)
+    assert cap.ended and cap.mean_log_prob <= 0
+    # the teacher view: five likeliest next words per step, most likely first, the chosen one among them
+    assert len(cap.steps) == len(cap.words) + 1
+    for step, word in zip(cap.steps, cap.words + ["<end>"]):
+        probs = [p for _, p in step]
+        assert len(step) == 5 and probs == sorted(probs, reverse=True) and word in [w for w, _ in step]
+
+
+def _random_decoder(vocab_size=12, seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    config = ModelConfig(image_size=32, embed_dim=8, lstm_units=8, attention_dim=8, dropout=0.0,
+                         vocab_size=vocab_size)
+    return config, build_model(config).decoder
+
+
+def test_stops_at_max_length_and_never_emits_specials():
+    config, decoder = _random_decoder()
+    vocab = Vocabulary(list(SPECIALS) + [f"w{i}" for i in range(8)])
+    # make <end>, <unk>, <pad> and <start> far likelier than any word
+    bias = decoder.logits.bias.numpy()
+    bias[[0, 1, 3]] = 50.0
+    decoder.logits.bias.assign(bias)
+    features = np.random.default_rng(0).random((2, config.num_regions, 512)).astype(np.float32)
+    bias[2] = -50.0  # no <end> either: captions run to the maximum length
+    decoder.logits.bias.assign(bias)
+    for cap in greedy(decoder, vocab, features, max_length=4):
+        assert len(cap.words) == 4 and not cap.ended
+        assert not set(cap.words) & set(SPECIALS)
+    cap = beam_search(decoder, vocab, features[0], 3, max_length=4)
+    assert len(cap.words) == 4 and not cap.ended and not set(cap.words) & set(SPECIALS)
+
+
+def test_stops_at_end():
+    config, decoder = _random_decoder()
+    vocab = Vocabulary(list(SPECIALS) + [f"w{i}" for i in range(8)])
+    bias = decoder.logits.bias.numpy()
+    bias[2] = 20.0  # <end> as soon as it is allowed (never as the first word)
+    decoder.logits.bias.assign(bias)
+    features = np.random.default_rng(1).random((1, config.num_regions, 512)).astype(np.float32)
+    (cap,) = greedy(decoder, vocab, features, max_length=10)
+    assert len(cap.words) == 1 and cap.ended
+    beam = beam_search(decoder, vocab, features[0], 3, max_length=10)
+    assert len(beam.words) == 1 and beam.ended
+
+
+def test_length_penalty_changes_ranking_score_only():
+    config, decoder = _random_decoder(seed=3)
+    vocab = Vocabulary(list(SPECIALS) + [f"w{i}" for i in range(8)])
+    features = np.random.default_rng(2).random((config.num_regions, 512)).astype(np.float32)
+    raw = beam_search(decoder, vocab, features, 3, 6, length_penalty=0.0)
+    assert raw.score == pytest.approx(raw.log_prob)
+    normed = beam_search(decoder, vocab, features, 3, 6, length_penalty=1.0)
+    length = len(normed.words) + int(normed.ended)
+    assert normed.score == pytest.approx(normed.log_prob / length)
+    with pytest.raises(ValueError):
+        beam_search(decoder, vocab, features, 0, 6)
+    assert dataclasses.is_dataclass(raw)

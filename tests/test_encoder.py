@@ -1,0 +1,95 @@
+import io
+import os
+import pickle
+import tarfile
+
+import h5py
+import numpy as np
+import pytest
+
+from captioner import encoder as enc
+from captioner.config import ModelConfig
+from captioner.safe_pickle import UnsafePickleError, load_arrays
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/captioner-pwned",))
+
+
+def test_safe_pickle_loads_arrays_only():
+    tree = {"VGG16_0": {"Conv_0": {"kernel": np.ones((3, 3, 3, 4), np.float32), "bias": np.zeros(4)}}}
+    out = load_arrays(pickle.dumps(tree))
+    np.testing.assert_array_equal(out["VGG16_0"]["Conv_0"]["kernel"], tree["VGG16_0"]["Conv_0"]["kernel"])
+
+
+@pytest.mark.parametrize("payload", [_Evil(), {"x": _Evil()}, [np.ones(2), print]])
+def test_safe_pickle_rejects_any_other_global(payload):
+    with pytest.raises(UnsafePickleError, match="refusing"):
+        load_arrays(pickle.dumps(payload))
+    assert not os.path.exists("/tmp/captioner-pwned")
+
+
+def _fake_sdist(ckpt: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(enc.LPIPS_CKPT)
+        info.size = len(ckpt)
+        tar.addfile(info, io.BytesIO(ckpt))
+    return buf.getvalue()
+
+
+def test_lpips_hashes_are_checked(monkeypatch):
+    with pytest.raises(ValueError, match="sdist|sha256"):
+        enc.conv_arrays_from_lpips(b"not the package")
+    tree = {"VGG16_0": {f"Conv_{i}": {"kernel": np.zeros((1, 1, 1, 1), np.float32), "bias": np.zeros(1, np.float32)}
+                        for i in range(13)}}
+    sdist = _fake_sdist(pickle.dumps(tree))
+    monkeypatch.setattr(enc, "LPIPS_SDIST_SHA256", enc._sha256(sdist))
+    with pytest.raises(ValueError, match="vgg16.ckpt has the wrong sha256"):
+        enc.conv_arrays_from_lpips(sdist)
+    monkeypatch.setattr(enc, "LPIPS_CKPT_SHA256", enc._sha256(pickle.dumps(tree)))
+    arrays = enc.conv_arrays_from_lpips(sdist)
+    assert list(arrays) == enc.VGG16_CONVS
+
+
+def test_encoder_shape_follows_config():
+    config = ModelConfig(image_size=64)
+    model = enc.build_encoder(config)
+    assert model.output_shape == (None, config.grid_size, config.grid_size, 512)
+    assert config.num_regions == 16 and ModelConfig().num_regions == 196
+    assert not model.trainable
+
+
+def test_float16_weights_round_trip_and_keras2_notop_file(tmp_path, encoder_weights, tiny_config):
+    a = enc.build_encoder(tiny_config)
+    enc.load_encoder_weights(a, encoder_weights)
+    enc.save_encoder_weights_float16(a, tiny_config, tmp_path / "half.weights.h5")
+    assert os.path.getsize(tmp_path / "half.weights.h5") < 0.6 * os.path.getsize(encoder_weights)
+    b = enc.build_encoder(tiny_config)
+    enc.load_encoder_weights(b, tmp_path / "half.weights.h5")
+    x = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(b(x).numpy(), a(x).numpy(), rtol=0.02, atol=0.02)
+
+    # A keras.applications notop file (Keras 2 layout) loads by layer name, extra layers ignored.
+    with h5py.File(tmp_path / "notop.h5", "w") as f:
+        for layer in a.layers:
+            if layer.weights:
+                g = f.create_group(layer.name)
+                names = [f"{layer.name}/kernel:0".encode(), f"{layer.name}/bias:0".encode()]
+                g.attrs["weight_names"] = names
+                for n, w in zip(names, layer.get_weights()):
+                    g.create_dataset(n.decode(), data=w)
+        f.create_group("block5_pool").attrs["weight_names"] = []
+    c = enc.build_encoder(tiny_config)
+    enc.load_encoder_weights(c, tmp_path / "notop.h5")
+    np.testing.assert_allclose(c(x).numpy(), a(x).numpy(), rtol=1e-6)
+
+
+def test_wrong_weights_file_fails_clearly(tmp_path, tiny_config):
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.create_group("dense_1")
+    with pytest.raises(ValueError, match="VGG16 notop"):
+        enc.load_encoder_weights(enc.build_encoder(tiny_config), tmp_path / "other.h5")
+    with pytest.raises(FileNotFoundError):
+        enc.load_encoder_weights(enc.build_encoder(tiny_config), tmp_path / "missing.h5")

@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+import pytest
+
+from captioner import features as feats
+from captioner.features import FeatureCache, extract_features
+
+
+def _paths(synthetic_data):
+    root, truth = synthetic_data
+    return [root / "Images" / f for f in sorted(truth)]
+
+
+def test_interrupted_extraction_resumes_to_the_same_array(tmp_path, synthetic_data, encoder_weights, tiny_config,
+                                                          monkeypatch):
+    paths = _paths(synthetic_data)
+    whole = extract_features(paths, tmp_path / "whole", tiny_config, encoder_weights, batch_size=4,
+                             dtype="float32", progress=False)
+    assert whole.array.shape == (12, tiny_config.num_regions, 512)
+    assert whole.array.dtype == np.float16
+
+    # Kill it after two batches: the progress file says 8, and reading it refuses until finished.
+    real = feats._write_json_atomic
+    calls = {"n": 0}
+
+    def dying(path, data):
+        real(path, data)
+        if path.name == "progress.json" and data["done"] == 8:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(feats, "_write_json_atomic", dying)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(paths, tmp_path / "part", tiny_config, encoder_weights, batch_size=4, dtype="float32",
+                         progress=False)
+    monkeypatch.setattr(feats, "_write_json_atomic", real)
+    assert json.loads((tmp_path / "part" / "progress.json").read_text())["done"] == 8
+    with pytest.raises(RuntimeError, match="stopped at 8/12"):
+        FeatureCache(tmp_path / "part")
+    resumed = extract_features(paths, tmp_path / "part", tiny_config, encoder_weights, batch_size=4,
+                               dtype="float32", progress=False)
+    np.testing.assert_array_equal(np.asarray(resumed.array), np.asarray(whole.array))
+    assert calls["n"] == 0
+
+
+def test_unreadable_photo_is_skipped_not_fatal(tmp_path, synthetic_data, encoder_weights, tiny_config):
+    paths = _paths(synthetic_data)[:3]
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not a photo")
+    cache = extract_features(paths + [bad], tmp_path / "c", tiny_config, encoder_weights, batch_size=2,
+                             dtype="float32", progress=False)
+    assert "bad.jpg" not in cache and paths[0].name in cache
+    assert cache[paths[0].name].shape == (tiny_config.num_regions, 512)
+
+
+def test_changed_settings_start_a_fresh_extraction(tmp_path, synthetic_data, encoder_weights, tiny_config):
+    paths = _paths(synthetic_data)[:2]
+    a = extract_features(paths, tmp_path / "c", tiny_config, encoder_weights, batch_size=2, dtype="float32",
+                         progress=False)
+    first = np.asarray(a.array).copy()
+    b = extract_features(paths[::-1], tmp_path / "c", tiny_config, encoder_weights, batch_size=2, dtype="float32",
+                         progress=False)
+    assert b.files == [p.name for p in paths[::-1]]
+    np.testing.assert_array_equal(np.asarray(b.array)[::-1], first)

@@ -1,0 +1,90 @@
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from captioner.config import ModelConfig
+from captioner.model import AttentionDecoder, CaptionModel, SoftAttention, build_model
+
+CONFIG = ModelConfig(image_size=64, embed_dim=16, lstm_units=24, attention_dim=12, dropout=0.0, vocab_size=20)
+
+
+def _inputs(batch=3, steps=5, seed=0):
+    rng = np.random.default_rng(seed)
+    features = rng.random((batch, CONFIG.num_regions, CONFIG.feature_dim)).astype(np.float32)
+    tokens = rng.integers(4, CONFIG.vocab_size, (batch, steps)).astype(np.int32)
+    tokens[:, 0] = 1  # <start>
+    return features, tokens
+
+
+def test_shapes_and_attention_rows_sum_to_one():
+    model = build_model(CONFIG)
+    features, tokens = _inputs()
+    logits, alphas = model.decoder(features, tokens)
+    assert logits.shape == (3, 5, CONFIG.vocab_size)
+    assert alphas.shape == (3, 5, CONFIG.num_regions)
+    np.testing.assert_allclose(np.sum(alphas, -1), 1.0, rtol=1e-5)
+    assert (np.asarray(alphas) >= 0).all()
+
+
+def test_teacher_forcing_uses_the_same_step_as_decoding():
+    decoder = build_model(CONFIG).decoder
+    features, tokens = _inputs()
+    logits, alphas = decoder(features, tokens)
+    h, c, projected = decoder.prepare(features)
+    for t in range(tokens.shape[1]):
+        step_logits, h, c, alpha = decoder.step(tokens[:, t], h, c, features, projected)
+        np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(alpha, alphas[:, t], rtol=1e-4, atol=1e-6)
+
+
+def test_get_config_round_trips():
+    attention = SoftAttention(7, name="att")
+    assert SoftAttention.from_config(attention.get_config()).get_config() == attention.get_config()
+    decoder = build_model(CONFIG).decoder
+    clone = AttentionDecoder.from_config(decoder.get_config())
+    assert clone.get_config() == decoder.get_config()
+    model = build_model(CONFIG, alpha_c=0.5, label_smoothing=0.1)
+    again = CaptionModel.from_config(model.get_config())
+    assert again.alpha_c == 0.5 and again.label_smoothing == 0.1
+    assert again.decoder.get_config()["lstm_units"] == CONFIG.lstm_units
+    # registered under the fixed package name
+    assert keras.saving.get_registered_name(AttentionDecoder) == "captioner>AttentionDecoder"
+
+
+def test_weights_save_load_gives_identical_outputs(tmp_path):
+    model = build_model(CONFIG)
+    model.save_weights(tmp_path / "d.weights.h5")
+    other = build_model(CONFIG)
+    features, tokens = _inputs()
+    assert not np.allclose(other.decoder(features, tokens)[0], model.decoder(features, tokens)[0])
+    other.load_weights(tmp_path / "d.weights.h5")
+    np.testing.assert_array_equal(other.decoder(features, tokens)[0], model.decoder(features, tokens)[0])
+
+
+def test_loss_ignores_padding():
+    model = build_model(CONFIG, alpha_c=0.0)
+    features, tokens = _inputs(steps=4)
+    captions = np.concatenate([tokens, np.full((3, 1), 2, np.int32)], axis=1)  # ... <end>
+    padded = np.concatenate([captions, np.zeros((3, 6), np.int32)], axis=1)  # + <pad> x 6
+    loss, xent, _ = model.caption_losses(features, captions, training=False)
+    loss_p, xent_p, _ = model.caption_losses(features, padded, training=False)
+    np.testing.assert_allclose(float(xent_p), float(xent), rtol=1e-5)
+
+
+def test_attention_penalty_counts_only_with_lambda():
+    features, tokens = _inputs()
+    captions = np.concatenate([tokens, np.full((3, 1), 2, np.int32)], axis=1)
+    plain = build_model(CONFIG, alpha_c=0.0)
+    penalised = build_model(CONFIG, alpha_c=1.0)
+    penalised.set_weights(plain.get_weights())
+    loss0, xent0, _ = plain.caption_losses(features, captions, training=False)
+    loss1, xent1, _ = penalised.caption_losses(features, captions, training=False)
+    assert float(loss0) == pytest.approx(float(xent0))
+    assert float(loss1) > float(xent1)  # sum over t of alpha is 6, not 1, for every region
+
+
+def test_vocab_size_must_be_set():
+    with pytest.raises(ValueError, match="vocab_size"):
+        build_model(dataclasses.replace(CONFIG, vocab_size=0))

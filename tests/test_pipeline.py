@@ -1,0 +1,71 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from captioner.config import ModelConfig
+from captioner.pipeline import Captioner, ModelFolderError, check_folder
+
+
+def test_model_folder_holds_everything_and_no_pickle(tiny_model_dir):
+    names = {p.name for p in tiny_model_dir.iterdir()}
+    assert {"config.json", "vocab.json", "encoder.weights.h5", "decoder.weights.h5", "metrics.json",
+            "README.md", "train_config.json"} <= names
+    assert not [n for n in names if n.endswith((".pkl", ".pickle", ".keras"))]
+    metrics = json.loads((tiny_model_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"1", "3"} and metrics["test"]["3"]["bleu4"] > 0.9
+    config = ModelConfig.load(tiny_model_dir / "config.json")
+    assert config.hedge_possible <= config.hedge_sure  # calibrated on dev
+    assert "Test scores" in (tiny_model_dir / "README.md").read_text()
+
+
+def test_config_round_trip(tmp_path):
+    config = ModelConfig(image_size=96, vocab_size=42, pixel_mean=(0.1, 0.2, 0.3))
+    config.save(tmp_path / "c.json")
+    assert ModelConfig.load(tmp_path / "c.json") == config
+    assert config.grid_size == 6
+    with pytest.raises(ValueError, match="unknown keys"):
+        ModelConfig.from_dict({"image_size": 224, "colour": "red"})
+
+
+def test_save_load_caption_again_is_identical(tmp_path, synthetic_data, tiny_captioner, tiny_model_dir):
+    root, truth = synthetic_data
+    shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    again = Captioner.load(tmp_path / "copy", compute_dtype="float32")
+    for name in list(truth)[:3]:
+        a = tiny_captioner.caption(root / "Images" / name)
+        b = again.caption(root / "Images" / name)
+        assert a.words == b.words and a.log_prob == b.log_prob
+        np.testing.assert_array_equal(a.attention, b.attention)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda d: (d / "vocab.json").unlink(), "missing vocab.json"),
+    (lambda d: (d / "vocab.json").write_text(json.dumps({"words": ["<pad>", "<start>", "<end>", "<unk>", "x"]})),
+     "vocab_size"),
+    (lambda d: (d / "decoder.weights.h5").write_text("version https://git-lfs.github.com/spec/v1\n"), "LFS"),
+    (lambda d: (d / "config.json").write_text(json.dumps({"image_size": 224, "bogus": 1})), "unknown keys"),
+])
+def test_inconsistent_folders_fail_clearly(tmp_path, tiny_model_dir, breakage, message):
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    breakage(folder)
+    with pytest.raises(ModelFolderError, match=message):
+        Captioner.load(folder)
+
+
+def test_weights_that_do_not_fit_the_config(tmp_path, tiny_model_dir):
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["lstm_units"] = 16
+    (folder / "config.json").write_text(json.dumps(config))
+    check_folder(folder)  # the JSON files agree with each other ...
+    with pytest.raises(ModelFolderError, match="do not fit"):  # ... but not with the weights
+        Captioner.load(folder)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ModelFolderError, match="does not exist"):
+        Captioner.load(tmp_path / "nope")
