@@ -36,13 +36,13 @@ def parse_args(argv=None):
     p.add_argument("--beam-sizes", default="1,3,5", help="beam widths scored on test at the end")
     p.add_argument("--coco", action="store_true", help="also score with pycocoevalcap (needs Java)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--mixed-precision", action="store_true", help="train the decoder in bfloat16 (AMX CPUs)")
     d, t = ModelConfig(), TrainConfig()
     for name in ("embed_dim", "lstm_units", "attention_dim", "max_length", "beam_size"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("dropout", "length_penalty"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
-    for name in ("epochs", "batch_size", "min_word_count", "patience", "seed", "max_images", "eval_images"):
+    for name in ("epochs", "batch_size", "min_word_count", "patience", "seed", "max_images", "eval_images",
+                 "average_last"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(t, name))
     for name in ("learning_rate", "lr_decay", "alpha_c", "label_smoothing", "clip_norm"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(t, name))

@@ -96,7 +96,7 @@ class TrainConfig:
     max_images: int | None = None
     clip_norm: float = 5.0
     eval_images: int | None = None  # dev photos scored after each epoch (None: all)
-    mixed_precision: bool = False  # bfloat16 compute, float32 weights (fast on CPUs with AMX)
+    average_last: int = 1  # average the weights of the last N epochs if that helps dev BLEU-4 (1: off)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -40,6 +40,7 @@ def export_run(model, vocab, config: ModelConfig, state: dict, train_config: dic
         "best_epoch": state.get("best_epoch"),
         "best_dev_bleu4_greedy": state.get("best"),
         "epochs_run": state.get("epoch"),
+        "checkpoint_average": state.get("averaged"),
         "train_seconds": sum(h.get("train_seconds", 0.0) for h in state["history"]),
         "history": state["history"],
         "evaluation": "nltk corpus_bleu, all references per photo, captioner.data.tokenize; "

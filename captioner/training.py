@@ -104,8 +104,10 @@ def save_checkpoint(run_dir: Path, trainer: CaptionModel, state: dict) -> Path:
     latest_tmp = run_dir / "latest.json.tmp"
     latest_tmp.write_text(json.dumps({"checkpoint": final.name}))
     os.replace(latest_tmp, run_dir / "latest.json")
-    for old in run_dir.glob("checkpoint-*"):  # keep the newest and the best
-        if old != final and old.name != state.get("best_checkpoint"):
+    keep = {f"checkpoint-{e:03d}" for e in range(epoch - state.get("keep_last", 1) + 1, epoch + 1)}
+    keep.add(state.get("best_checkpoint"))
+    for old in run_dir.glob("checkpoint-*"):  # keep the newest few (for averaging) and the best
+        if old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -217,6 +219,37 @@ def plot_history(history: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def average_checkpoints(model: CaptionModel, run_dir: Path, state: dict, last: int, dev: "DevBleu") -> None:
+    """Average the weights of the last ``last`` epochs; keep the average only if dev BLEU-4 improves.
+
+    Leaves ``model`` holding the better of the best single epoch and the
+    average, and records both scores in ``state``.
+    """
+    epochs = range(state["epoch"] - last + 1, state["epoch"] + 1)
+    paths = [run_dir / f"checkpoint-{e:03d}" / "decoder.weights.h5" for e in epochs]
+    if not all(p.is_file() for p in paths):
+        log.info("not averaging: the last %d checkpoints are not all kept", last)
+        return
+    single = model.get_weights()
+    stacks = []
+    for p in paths:
+        model.load_weights(p)
+        stacks.append(model.get_weights())
+    model.set_weights([np.mean(ws, axis=0) for ws in zip(*stacks)])
+    dev.set_model(model)
+    averaged = dev.score()["bleu4"]
+    state["averaged"] = {"epochs": list(epochs), "dev_bleu4_greedy": averaged}
+    if averaged > state["best"]:
+        state["averaged"]["used"] = True
+        log.info("averaging epochs %s: dev BLEU-4 %.4f > %.4f: using the average", list(epochs), averaged,
+                 state["best"])
+    else:
+        state["averaged"]["used"] = False
+        model.set_weights(single)
+        log.info("averaging epochs %s: dev BLEU-4 %.4f <= %.4f: keeping epoch %d", list(epochs), averaged,
+                 state["best"], state["best_epoch"])
+
+
 # --------------------------------------------------------------------------- the whole run
 def feature_cache_dir(cache_root: Path, files: list[str], config: ModelConfig, encoder_weights: Path,
                       dtype: str) -> Path:
@@ -286,31 +319,28 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
         for c in encode_captions(data.captions[f], vocab):
             rows.append(i)
             caps.append(c)
-    state = {"epoch": 0, "history": []}
+    state = {"epoch": 0, "history": [], "keep_last": tcfg.average_last}
     batches = CaptionBatches(train_feats, np.array(rows), caps, tcfg.batch_size, config.max_length,
                              seed=tcfg.seed)
     log.info("%d training captions in %d batches (%d longer than %d words left out)",
              len(caps), len(batches), batches.dropped, config.max_length)
 
-    if tcfg.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        model = build_model(config, tcfg.alpha_c, tcfg.label_smoothing)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")  # nothing built later inherits it
+    model = build_model(config, tcfg.alpha_c, tcfg.label_smoothing)
     schedule = keras.optimizers.schedules.ExponentialDecay(
         tcfg.learning_rate, decay_steps=max(1, len(batches)), decay_rate=tcfg.lr_decay, staircase=True)
     model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=tcfg.clip_norm), jit_compile=True)
     if checkpoint:
         state = restore_checkpoint(checkpoint, model)
+        state["keep_last"] = tcfg.average_last
         log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
     batches.epoch = state["epoch"]
     batches.plan()
 
     dev_feats = cache.rows(splits["dev"])
     dev_refs = [data.captions[f] for f in splits["dev"]]
+    dev_bleu = DevBleu(dev_feats, dev_refs, vocab, config.max_length)
     callbacks = [
-        DevBleu(dev_feats, dev_refs, vocab, config.max_length),
+        dev_bleu,
         Checkpointer(run_dir, state, tcfg.patience),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=bool(checkpoint)),
     ]
@@ -326,6 +356,8 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     best = run_dir / state["best_checkpoint"]
     model.load_weights(best / "decoder.weights.h5")
     log.info("best dev BLEU-4 %.4f after epoch %d", state["best"], state["best_epoch"])
+    if tcfg.average_last > 1:
+        average_checkpoints(model, run_dir, state, tcfg.average_last, dev_bleu)
     return model, vocab, config, state, data, cache, splits
 
 

@@ -37,8 +37,10 @@ def test_resume_continues_after_a_finished_epoch(tmp_path, synthetic_data, encod
     assert first.name == "checkpoint-001"
     iterations = int(np.load(first / "optimizer.npz")["arr_0"])
     assert iterations > 0
-    model, vocab, config, state, *_ = train(root, run, tiny_config, tcfg, encoder_weights, tmp_path / "cache",
-                                            resume=True, dtype="float32", progress=False)
+    model, vocab, config, state, *_ = train(root, run, tiny_config, dataclasses.replace(tcfg, average_last=2),
+                                            encoder_weights, tmp_path / "cache", resume=True, dtype="float32",
+                                            progress=False)
+    assert state["averaged"]["epochs"] == [1, 2] and 0 <= state["averaged"]["dev_bleu4_greedy"] <= 1
     assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
     assert int(np.load(latest_checkpoint(run) / "optimizer.npz")["arr_0"]) == 2 * iterations
     assert (run / "history.png").stat().st_size > 1000
