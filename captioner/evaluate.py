@@ -71,12 +71,20 @@ def split_features(captioner, data, split: str, cache_root, max_images: int | No
 
 
 def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), cache_root="cache",
-                    coco: bool = False, max_images: int | None = None, progress: bool = True) -> dict:
-    """Score a model folder on a split: {beam_size: {metric: value}}."""
+                    coco: bool = False, max_images: int | None = None, progress: bool = True,
+                    length_penalty: float | None = None) -> dict:
+    """Score a model folder on a split: {beam_size: {metric: value}}.
+
+    ``length_penalty`` overrides the folder's own, to choose it on the dev split.
+    """
+    import dataclasses
+
     from .data import load_data
     from .pipeline import Captioner
 
     captioner = Captioner.load(model_dir)
+    if length_penalty is not None:
+        captioner.config = dataclasses.replace(captioner.config, length_penalty=length_penalty)
     data = load_data(data_dir)
     files, features = split_features(captioner, data, split, cache_root, max_images, progress)
     references = [data.captions[f] for f in files]
