@@ -23,6 +23,7 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 _TOO_MANY = (f"This photo has too many pixels to read safely (the limit is {MAX_PIXELS // 1_000_000} megapixels). "
              "Please send a smaller copy.")
 MAX_FILE_BYTES = 50 * 1024 * 1024
+MIN_SIDE = 16  # pixels: a smaller photo holds nothing to describe
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
@@ -96,8 +97,9 @@ def _open(source) -> Image.Image:
 
 def _check_size(image: Image.Image) -> None:
     width, height = image.size
-    if width < 1 or height < 1:
-        raise ImageError("This photo has no pixels.")
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"This photo is only {width} x {height} pixels, too small to describe. "
+                         f"Please send one at least {MIN_SIDE} pixels on each side.")
     if width * height > MAX_PIXELS:
         raise ImageError(_TOO_MANY)
 
@@ -124,8 +126,9 @@ def _from_array(array: np.ndarray) -> Image.Image:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise ImageError(f"An image array must be H x W, H x W x 3 or H x W x 4, not {array.shape}.")
-    if array.size == 0:
-        raise ImageError("This photo has no pixels.")
+    if min(array.shape[:2]) < MIN_SIDE:
+        raise ImageError(f"This photo is only {array.shape[1]} x {array.shape[0]} pixels, too small to describe. "
+                         f"Please send one at least {MIN_SIDE} pixels on each side.")
     if array.shape[0] * array.shape[1] > MAX_PIXELS:
         raise ImageError(_TOO_MANY)
     if array.dtype != np.uint8:

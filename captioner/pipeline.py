@@ -97,12 +97,13 @@ class Captioner:
 
     @classmethod
     def load(cls, folder: str | Path = DEFAULT_MODEL, compute_dtype: str | None = None) -> "Captioner":
+        folder = Path(folder)
+        config, vocab = check_folder(folder)  # before importing TensorFlow: a bad folder fails fast
+
         from .encoder import build_encoder, load_encoder_weights
         from .features import best_compute_dtype
         from .model import build_model
 
-        folder = Path(folder)
-        config, vocab = check_folder(folder)
         compute_dtype = compute_dtype or best_compute_dtype()
         encoder = build_encoder(config, dtype=compute_dtype)
         model = build_model(config)

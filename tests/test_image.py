@@ -32,20 +32,20 @@ def test_rgb_jpeg_path(tmp_path):
 
 
 def test_rgba_goes_on_white():
-    image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    image = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
     assert load_image(_save(image, "PNG")).getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_cmyk_and_greyscale_and_palette():
-    assert load_image(_save(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG")).mode == "RGB"
-    assert load_image(_save(Image.new("L", (8, 8), 128), "PNG")).getpixel((1, 1)) == (128, 128, 128)
-    palette = Image.new("P", (8, 8), 0)
+    assert load_image(_save(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG")).mode == "RGB"
+    assert load_image(_save(Image.new("L", (16, 16), 128), "PNG")).getpixel((1, 1)) == (128, 128, 128)
+    palette = Image.new("P", (16, 16), 0)
     palette.info["transparency"] = 0
     assert load_image(_save(palette, "PNG", transparency=0)).getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_16_bit_is_rescaled_not_clipped():
-    array = np.full((8, 8), 32768, np.uint16)
+    array = np.full((16, 16), 32768, np.uint16)
     data = _save(Image.fromarray(array), "PNG")
     assert Image.open(io.BytesIO(data)).mode.startswith("I")
     value = load_image(data).getpixel((0, 0))
@@ -53,7 +53,7 @@ def test_16_bit_is_rescaled_not_clipped():
 
 
 def test_animated_gif_gives_first_frame():
-    frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    frames = [Image.new("RGB", (16, 16), c) for c in [(255, 0, 0), (0, 0, 255)]]
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
     r, g, b = load_image(buf.getvalue()).getpixel((0, 0))
@@ -67,8 +67,12 @@ def test_exif_orientation_is_applied():
     assert load_image(_save(image, "JPEG", exif=exif)).size == (20, 40)
 
 
-def test_one_pixel_photo_is_fine():
-    pixels = load_and_preprocess(_save(Image.new("RGB", (1, 1), (10, 20, 30)), "PNG"), ModelConfig())
+def test_tiny_photos_are_refused_small_ones_upscaled():
+    with pytest.raises(ImageError, match="1 x 1 pixels, too small"):
+        load_image(_save(Image.new("RGB", (1, 1), (10, 20, 30)), "PNG"))
+    with pytest.raises(ImageError, match="too small"):
+        load_image(np.zeros((4, 400, 3), np.uint8))
+    pixels = load_and_preprocess(_save(Image.new("RGB", (16, 16), (10, 20, 30)), "PNG"), ModelConfig())
     assert pixels.shape == (224, 224, 3) and np.isfinite(pixels).all()
 
 
@@ -103,11 +107,11 @@ def test_none_and_missing_file(tmp_path):
 
 
 def test_arrays_of_any_dtype():
-    assert load_image(np.zeros((5, 6, 3), np.uint8)).size == (6, 5)
-    assert load_image(np.ones((5, 6), np.float32)).getpixel((0, 0)) == (255, 255, 255)
-    assert load_image(np.full((5, 6, 3), 65535, np.uint16)).getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(np.zeros((20, 30, 3), np.uint8)).size == (30, 20)
+    assert load_image(np.ones((20, 30), np.float32)).getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(np.full((20, 30, 3), 65535, np.uint16)).getpixel((0, 0)) == (255, 255, 255)
     with pytest.raises(ImageError):
-        load_image(np.zeros((5, 6, 7)))
+        load_image(np.zeros((20, 30, 7)))
 
 
 def test_preprocess_resizes_whole_photo_and_standardises():
@@ -116,5 +120,5 @@ def test_preprocess_resizes_whole_photo_and_standardises():
     pixels = preprocess(image, config)
     assert pixels.shape == (32, 32, 3) and pixels.dtype == np.float32
     assert np.abs(pixels).max() < 0.02  # the ImageNet mean maps to ~0
-    white = preprocess(Image.new("RGB", (8, 8), (255, 255, 255)), config)
+    white = preprocess(Image.new("RGB", (16, 16), (255, 255, 255)), config)
     np.testing.assert_allclose(white[0, 0], (1 - np.array(config.pixel_mean)) / np.array(config.pixel_std), rtol=1e-5)

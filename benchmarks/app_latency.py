@@ -1,0 +1,124 @@
+"""Latency of the web app as a client sees it: what one press of Caption costs, through gradio_client.
+
+Starts ``python app.py`` on 127.0.0.1 (a free port) with the given model folder, then makes N bounded
+rounds of the calls the page makes on submit — /caption, /speak (the hedged caption), /heatmaps — and
+prints p50 and p90 per endpoint and per round. Loopback only; the server is stopped at the end.
+
+    python benchmarks/app_latency.py [--model assets/model] [--runs 20] [--beam-size 3]
+
+Note that /heatmaps runs the model again (an API call has no page state), whereas the page reuses
+the caption, so a round here costs one captioning more than a visitor's submit.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "assets" / "examples"
+STARTUP_SECONDS = 300
+CALL_TIMEOUT = 120  # seconds for one call
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_photo(folder: Path) -> Path:
+    """The first bundled example photo, or a synthetic one if there is none."""
+    examples = sorted(EXAMPLES.glob("*.jpg"))
+    if examples:
+        return examples[0]
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    from synthetic import shape_photo
+
+    path = folder / "red_circle.png"
+    shape_photo("red", "circle", "blue", size=448).save(path)
+    return path
+
+
+def start_app(model: Path, port: int, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """``python app.py`` on 127.0.0.1:port; returns (process, url) once the page answers."""
+    env = {**os.environ, "CAPTIONER_MODEL": str(model), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port)}
+    log = log_path.open("w")
+    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return process, url
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise SystemExit(f"the app did not start; its log:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "assets" / "model", help="model folder")
+    parser.add_argument("-n", "--runs", type=int, default=20, help="measured rounds (1-1000)")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
+    parser.add_argument("--photo", type=Path, help="photo to caption (default: first example photo)")
+    parser.add_argument("--beam-size", type=int, help="beam width (default: the model's)")
+    parser.add_argument("--rate", type=int, default=175, help="speech rate, words per minute")
+    args = parser.parse_args(argv)
+    if not 1 <= args.runs <= 1000 or not 0 <= args.warmup <= 100:
+        parser.error("--runs must be 1-1000 and --warmup 0-100")
+    if not (args.model / "config.json").is_file():
+        raise SystemExit(f"{args.model} is not a model folder; train one or pass --model")
+
+    from gradio_client import Client, handle_file
+
+    with tempfile.TemporaryDirectory(prefix="app-latency-") as tmp:
+        photo = args.photo or default_photo(Path(tmp))
+        start = time.perf_counter()
+        process, url = start_app(args.model, free_port(), Path(tmp) / "app.log")
+        print(f"app ready in {time.perf_counter() - start:.1f} s; photo {photo}")
+        try:
+            client = Client(url, verbose=False, httpx_kwargs={"timeout": CALL_TIMEOUT})
+            beam = [args.beam_size] if args.beam_size else []
+            times: dict[str, list[float]] = {"/caption": [], "/speak": [], "/heatmaps": [], "round": []}
+            for index in range(args.warmup + args.runs):
+                took = {}
+                t0 = time.perf_counter()
+                _, hedged, _, _ = client.predict(handle_file(str(photo)), *beam, api_name="/caption")
+                took["/caption"] = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                client.predict(hedged, args.rate, api_name="/speak")
+                took["/speak"] = time.perf_counter() - t1
+                t2 = time.perf_counter()
+                client.predict(handle_file(str(photo)), *beam, api_name="/heatmaps")
+                took["/heatmaps"] = time.perf_counter() - t2
+                took["round"] = time.perf_counter() - t0
+                if index >= args.warmup:
+                    for key, value in took.items():
+                        times[key].append(value)
+            print(f"caption: {hedged!r}")
+            print(f"{'call':<10} {'p50 ms':>8} {'p90 ms':>8}   ({args.runs} rounds after {args.warmup} warm-up)")
+            for key, values in times.items():
+                print(f"{key:<10} {1000 * np.median(values):8.0f} {1000 * np.percentile(values, 90):8.0f}")
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Offline speech: pyttsx3 in a child process, espeak-ng as the fallback, and a clear word when neither works.
+
+These need espeak-ng (Debian package ``espeak-ng``) and pyttsx3; CI installs both.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+
+import pytest
+
+from captioner import speech
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None and not os.environ.get("CI"),
+    reason="espeak-ng is not installed (apt-get install espeak-ng)",
+)
+
+SENTENCE = "Probably a dog running on grass."
+
+
+@pytest.fixture
+def no_engines(tmp_path, monkeypatch):
+    """A machine without speech: pyttsx3 cannot be imported and no espeak-ng program is on PATH."""
+    (tmp_path / "pyttsx3.py").write_text("raise ImportError('pyttsx3 is not installed')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+
+
+@pytest.mark.parametrize("engine", speech.ENGINES)
+def test_each_engine_writes_a_wav_whose_length_follows_the_rate(engine, tmp_path):
+    slow, fast = tmp_path / "slow.wav", tmp_path / "fast.wav"
+    assert speech.synthesize(SENTENCE, slow, rate=175, engines=(engine,)) == engine
+    assert speech.synthesize(SENTENCE, fast, rate=350, engines=(engine,)) == engine
+    assert 1.0 < speech.wav_duration(slow) < 5.0
+    assert speech.wav_duration(fast) == pytest.approx(speech.wav_duration(slow) / 2, rel=0.25)
+
+
+def test_pyttsx3_is_tried_first_and_gets_every_rate_right_when_called_again_and_again(tmp_path):
+    """In one process, a reused pyttsx3 engine came out at the wrong rate; the child processes must not."""
+    durations = {}
+    for i, rate in enumerate([375, 175, 375, 175]):
+        path = tmp_path / f"{i}.wav"
+        assert speech.synthesize(SENTENCE, path, rate=rate) == "pyttsx3"
+        durations.setdefault(rate, []).append(speech.wav_duration(path))
+    assert max(durations[375]) < 0.6 * min(durations[175])
+    assert max(durations[175]) - min(durations[175]) < 0.05
+
+
+def test_concurrent_requests_are_serialised_and_all_succeed(tmp_path):
+    results, errors = {}, []
+
+    def run(i):
+        try:
+            path = tmp_path / f"{i}.wav"
+            speech.synthesize(f"Caption number {i}.", path, rate=200 + 50 * i)
+            results[i] = speech.wav_duration(path)
+        except speech.SpeechError as exc:  # collected, so that the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and sorted(results) == [0, 1, 2, 3]
+    assert results[0] > results[3]  # 200 wpm is slower than 350 wpm
+
+
+def test_rates_are_clamped_to_the_supported_range():
+    assert speech.clamp_rate(None) == speech.DEFAULT_RATE == 175
+    assert speech.clamp_rate(10) == speech.MIN_RATE
+    assert speech.clamp_rate(1000) == speech.MAX_RATE == 400
+    assert speech.clamp_rate("212.6") == 213
+
+
+def test_empty_or_overlong_text_is_refused(tmp_path):
+    with pytest.raises(speech.SpeechError, match="nothing to read"):
+        speech.synthesize("   ", tmp_path / "x.wav")
+    with pytest.raises(speech.SpeechError, match="longer than"):
+        speech.synthesize("word " * 1000, tmp_path / "x.wav")
+
+
+def test_text_that_looks_like_an_option_is_spoken_not_parsed(tmp_path):
+    path = tmp_path / "dash.wav"
+    assert speech.synthesize("-w /tmp/evil.wav --help", path, engines=("espeak-ng",)) == "espeak-ng"
+    assert speech.wav_duration(path) > 0.5
+
+
+def test_a_hung_engine_is_stopped_by_the_time_limit(tmp_path):
+    with pytest.raises(speech.SpeechError, match="longer than"):
+        speech.synthesize(SENTENCE, tmp_path / "x.wav", engines=("pyttsx3",), timeout=0.001)
+
+
+def test_espeak_ng_takes_over_when_pyttsx3_is_missing(tmp_path, monkeypatch):
+    (tmp_path / "pyttsx3.py").write_text("raise ImportError('pyttsx3 is not installed')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    path = tmp_path / "fallback.wav"
+    assert speech.synthesize(SENTENCE, path) == "espeak-ng"
+    assert speech.wav_duration(path) > 1.0
+
+
+def test_check_reports_a_working_engine():
+    status = speech.check()
+    assert status.available and status.engine == "pyttsx3"
+    assert "pyttsx3" in status.message
+
+
+def test_check_says_clearly_when_no_engine_works(no_engines):
+    status = speech.check()
+    assert not status.available and status.engine is None
+    assert "not available" in status.message and "Captions still work" in status.message
+    assert "pyttsx3 is not installed" in status.message and "espeak-ng program is not installed" in status.message
