@@ -15,6 +15,7 @@ import numpy as np
 from common import encoder, photos, timed
 
 from captioner.config import ModelConfig
+from captioner.encoder import encode_function
 from captioner.features import best_compute_dtype
 
 
@@ -24,8 +25,6 @@ def main():
     p.add_argument("--photos", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args()
-    import tensorflow as tf
-
     config = ModelConfig()
     x = photos(args.data_dir, args.photos, config)
     n = len(x)
@@ -36,7 +35,7 @@ def main():
 
     dtype = best_compute_dtype()
     fast = encoder(config, dtype)
-    fn = tf.function(lambda b: fast(tf.cast(b, dtype), training=False), reduce_retracing=True)
+    fn = encode_function(fast, dtype)  # what captioner.features uses
 
     def ours():
         for s in range(0, n, args.batch_size):

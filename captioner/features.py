@@ -70,9 +70,7 @@ class FeatureCache:
 def extract_features(paths: list[Path], out_dir: str | Path, config: ModelConfig, encoder_weights: str | Path,
                      batch_size: int = 32, dtype: str | None = None, progress: bool = True) -> FeatureCache:
     """Encode ``paths`` into ``out_dir`` (resuming a cache that was interrupted)."""
-    import tensorflow as tf
-
-    from .encoder import build_encoder, load_encoder_weights
+    from .encoder import build_encoder, encode_function, load_encoder_weights
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -111,8 +109,7 @@ def extract_features(paths: list[Path], out_dir: str | Path, config: ModelConfig
     if done < len(files):
         encoder = build_encoder(config, dtype=dtype)
         load_encoder_weights(encoder, encoder_weights)
-        encode = tf.function(lambda x: encoder(tf.cast(x, dtype), training=False), jit_compile=False,
-                             reduce_retracing=True)
+        encode = encode_function(encoder, dtype)
 
         def load(path):
             try:

@@ -68,7 +68,7 @@ def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, m
     config.save(folder / "config.json")
     vocab.save(folder / "vocab.json")
     save_encoder_weights_float16(encoder, config, folder / "encoder.weights.h5")
-    model.save_weights(folder / "decoder.weights.h5")
+    save_decoder_weights(model, config, folder / "decoder.weights.h5")
     if metrics is not None:
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if train_config is not None:
@@ -78,12 +78,21 @@ def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, m
     return folder
 
 
+def save_decoder_weights(model, config: ModelConfig, path: Path) -> None:
+    """The decoder's weights alone: a compiled model would also write its optimizer's state (3x the size)."""
+    from .model import build_model
+
+    clean = build_model(config)
+    clean.set_weights(model.get_weights())
+    clean.save_weights(path)
+
+
 class Captioner:
     """A loaded model folder: photo in, :class:`Caption` out. Load once, use from any thread."""
 
     def __init__(self, config: ModelConfig, vocab: Vocabulary, encoder, model, folder: Path | None = None,
                  compute_dtype: str = "float32"):
-        import tensorflow as tf
+        from .encoder import encode_function
 
         self.config, self.vocab, self.encoder, self.model = config, vocab, encoder, model
         self.folder = folder
@@ -91,8 +100,7 @@ class Captioner:
         self.metrics = {}
         if folder and (Path(folder) / "metrics.json").is_file():
             self.metrics = json.loads((Path(folder) / "metrics.json").read_text())
-        self._encode = tf.function(lambda x: encoder(tf.cast(x, compute_dtype), training=False),
-                                   reduce_retracing=True)
+        self._encode = encode_function(encoder, compute_dtype)
         self._lock = threading.Lock()  # TensorFlow graphs are safe, but keep one photo at a time on 2 cores
 
     @classmethod
