@@ -151,7 +151,7 @@ def build_demo(captioner, load_error: str | None = None, examples_folder: Path =
             api_trigger = gr.Button("API")
             api_text, api_hedged = gr.Textbox(label="caption"), gr.Textbox(label="hedged caption")
             api_score, api_words = gr.Number(label="score"), gr.JSON(label="words")
-            api_gallery, api_alts = gr.Gallery(label="heatmaps"), gr.JSON(label="alt texts")
+            api_gallery, api_alts = gr.Gallery(label="heatmaps", format="jpeg"), gr.JSON(label="alt texts")
             api_grid = gr.File(label="heatmap grid")
             api_speak_text = gr.Textbox(label="text")
             api_audio = gr.Audio(label="speech", type="filepath")

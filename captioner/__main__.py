@@ -49,6 +49,31 @@ def cmd_caption(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_attention(args) -> int:
+    """One image per photo: the hedged caption, the photo and one attention heatmap per word."""
+    from captioner.hedging import hedge
+    from captioner.heatmap import grid_image
+    from captioner.image import ImageError
+    from captioner.pipeline import Captioner
+
+    captioner = Captioner.load(args.model)
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in _expand(args.paths):
+        try:
+            photo, pixels = captioner.prepare_image(path)
+        except ImageError as exc:
+            failed += 1
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            continue
+        cap = captioner.caption_features(captioner.features(pixels[None])[0], args.beam_size)
+        out = args.out / f"{path.stem}.jpg"
+        grid_image(photo, cap.words, cap.attention, title=hedge(cap, captioner.config),
+                   panel=args.panel).save(out, quality=85)
+        print(f"{out}\t{cap.text}")
+    return 1 if failed else 0
+
+
 def cmd_evaluate(args) -> int:
     from captioner.evaluate import evaluate_folder, format_table
 
@@ -87,6 +112,14 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object per line: image, caption, score")
     p.add_argument("--hedged", action="store_true", help="word the caption by the model's confidence")
     p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("attention", help="save each photo's caption with a heatmap per word as one image")
+    p.add_argument("paths", nargs="+", help="photo files or folders")
+    p.add_argument("--out", type=Path, required=True, help="folder for the images")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--beam-size", type=int, default=None)
+    p.add_argument("--panel", type=int, default=160, help="side of each panel in pixels")
+    p.set_defaults(func=cmd_attention)
 
     p = sub.add_parser("evaluate", help="BLEU table of a model folder on a data split")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)

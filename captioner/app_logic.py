@@ -159,10 +159,10 @@ def heatmap_items(described: Described, opacity: float = heatmap.DEFAULT_OPACITY
 
 
 def data_url(image: Image.Image) -> str:
-    """An image as a ``data:`` URL (WebP), so the page needs no file route for it."""
+    """An image as a ``data:`` URL (JPEG), so the page needs no file route for it."""
     buffer = io.BytesIO()
-    image.save(buffer, "WEBP", quality=85)
-    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    image.save(buffer, "JPEG", quality=85)  # ~5x faster to encode than WebP at this size
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def gallery_html(words: list[str], items: list[tuple[Image.Image, str]]) -> str:
@@ -205,7 +205,7 @@ def save_grid(described: Described, scratch: Scratch, opacity: float = heatmap.D
     path = scratch.path(".png")
     image = heatmap.grid_image(described.photo, described.caption.words, described.caption.attention,
                                title=described.hedged, opacity=opacity)
-    image.save(path, compress_level=3)  # optimize=True costs ~0.35 s for 15% less
+    image.save(path, compress_level=1)  # optimize=True costs ~0.35 s for 15% less
     return path
 
 

@@ -26,7 +26,7 @@ def encode_captions(captions: list[list[str]], vocab: Vocabulary) -> list[list[i
 BUCKETS = (10, 13, 16)  # word counts; a caption is padded to the first bucket it fits, else max_length
 
 
-class CaptionBatches(keras.utils.PyDataset):
+class CaptionBatches:
     """Batches of (features (B, L, D) float16, captions (B, T) int32), reshuffled every epoch.
 
     ``rows[i]`` is the photo (row of ``features``) of caption ``i``. Captions
@@ -39,7 +39,6 @@ class CaptionBatches(keras.utils.PyDataset):
 
     def __init__(self, features: np.ndarray, rows: np.ndarray, captions: list[list[int]], batch_size: int,
                  max_length: int, seed: int = 0, shuffle: bool = True, epoch: int = 0):
-        super().__init__()
         self.features, self.batch_size = features, batch_size
         self.seed, self.shuffle, self.epoch = seed, shuffle, epoch
         bounds = sorted({b for b in BUCKETS if b < max_length} | {max_length})
@@ -79,6 +78,23 @@ class CaptionBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.epoch += 1
         self.plan()
+
+    def dataset(self):
+        """A tf.data pipeline for ``fit``: one pass is one epoch, and the next pass reshuffles.
+
+        Its signature leaves the caption length open (None), so every bucket fits.
+        """
+        import tensorflow as tf
+
+        def one_epoch():
+            for i in range(len(self)):
+                yield self[i]
+            self.on_epoch_end()
+
+        signature = (tf.TensorSpec((None,) + self.features.shape[1:], tf.float16),
+                     tf.TensorSpec((None, None), tf.int32))
+        data = tf.data.Dataset.from_generator(one_epoch, output_signature=signature)
+        return data.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -351,7 +367,7 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     except ImportError:
         log.info("tensorboard is not installed: no TensorBoard logs")
     if state["epoch"] < tcfg.epochs and state.get("wait", 0) < tcfg.patience:
-        model.fit(batches, epochs=tcfg.epochs, initial_epoch=state["epoch"], callbacks=callbacks,
+        model.fit(batches.dataset(), epochs=tcfg.epochs, initial_epoch=state["epoch"], callbacks=callbacks,
                   verbose=2 if not progress else 1)
     best = run_dir / state["best_checkpoint"]
     model.load_weights(best / "decoder.weights.h5")

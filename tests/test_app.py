@@ -56,7 +56,7 @@ def variants() -> dict[str, bytes]:
     """Unusual but valid photos: each must be captioned."""
     photo = red_circle()
     rgba = photo.convert("RGBA")
-    rgba.putalpha(Image.new("L", photo.size, 200))
+    rgba.putalpha(Image.new("L", photo.size, 255))  # RGBA, opaque: the colours (and so the words) are unchanged
     grey16 = Image.fromarray((np.asarray(photo.convert("L"), np.uint16) * 257), mode="I;16")
     frames = [photo, shape_photo("white", "square", "green")]
     gif = io.BytesIO()

@@ -44,3 +44,17 @@ def test_evaluate_prints_the_bleu_table(tmp_path, synthetic_data, tiny_model_dir
     assert "| beam | BLEU1 | BLEU2 | BLEU3 | BLEU4 |" in out
     table = json.loads(out[out.index("{"):])
     assert table["1"]["bleu4"] > 0.9 and table["1"]["photos"] == 6
+
+
+def test_attention_writes_one_image_per_photo(tmp_path, synthetic_data, tiny_model_dir, capsys):
+    from PIL import Image
+
+    root, truth = synthetic_data
+    name = sorted(truth)[0]
+    status = main(["attention", str(root / "Images" / name), "--model", str(tiny_model_dir), "--out",
+                   str(tmp_path / "maps")])
+    assert status == 0
+    out = tmp_path / "maps" / (name.rsplit(".", 1)[0] + ".jpg")
+    assert capsys.readouterr().out.strip() == f"{out}\t{truth[name]}"
+    width, height = Image.open(out).size
+    assert width > 160 and height > 160  # the photo and a panel per word
