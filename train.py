@@ -63,7 +63,7 @@ def main(argv=None):
         config = dataclasses.replace(config, encoder_weights=args.encoder_weights_name)
     elif args.encoder_weights != DEFAULT_ENCODER_WEIGHTS:
         config = dataclasses.replace(config, encoder_weights=f"{args.encoder_weights.name} (user-supplied)")
-    tcfg = TrainConfig(**{k: v for k, v in pick(TrainConfig).items() if k != "extra"})
+    tcfg = TrainConfig(**pick(TrainConfig))
     model, vocab, config, state, data, cache, splits = train(
         args.data_dir, args.run_dir, config, tcfg, args.encoder_weights, args.cache_dir, resume=args.resume,
         dtype=args.dtype, progress=not args.quiet)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # torchvision's ImageNet statistics: the encoder weights come from torchvision's
@@ -97,7 +97,6 @@ class TrainConfig:
     clip_norm: float = 5.0
     eval_images: int | None = None  # dev photos scored after each epoch (None: all)
     average_last: int = 1  # average the weights of the last N epochs if that helps dev BLEU-4 (1: off)
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
