@@ -266,3 +266,11 @@ def build_model(config: ModelConfig, alpha_c: float = 1.0, label_smoothing: floa
     model = CaptionModel(build_decoder(config), alpha_c=alpha_c, label_smoothing=label_smoothing, name="captioner")
     model.build()
     return model
+
+
+def save_model_weights(model: CaptionModel, path) -> None:
+    """The model's weights alone: a compiled model would also write its optimizer's state (3x the size)."""
+    clean = CaptionModel.from_config(model.get_config())
+    clean.build()
+    clean.set_weights(model.get_weights())
+    clean.save_weights(path)

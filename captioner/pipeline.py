@@ -62,13 +62,14 @@ def check_folder(folder: Path) -> tuple[ModelConfig, Vocabulary]:
 def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, model, metrics: dict | None = None,
                 train_config: dict | None = None, card: str | None = None) -> Path:
     from .encoder import save_encoder_weights_float16
+    from .model import save_model_weights
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config.save(folder / "config.json")
     vocab.save(folder / "vocab.json")
     save_encoder_weights_float16(encoder, config, folder / "encoder.weights.h5")
-    save_decoder_weights(model, config, folder / "decoder.weights.h5")
+    save_model_weights(model, folder / "decoder.weights.h5")
     if metrics is not None:
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if train_config is not None:
@@ -76,15 +77,6 @@ def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, m
     if card is not None:
         (folder / "README.md").write_text(card)
     return folder
-
-
-def save_decoder_weights(model, config: ModelConfig, path: Path) -> None:
-    """The decoder's weights alone: a compiled model would also write its optimizer's state (3x the size)."""
-    from .model import build_model
-
-    clean = build_model(config)
-    clean.set_weights(model.get_weights())
-    clean.save_weights(path)
 
 
 class Captioner:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import ModelConfig, TrainConfig
 from .data import Vocabulary
-from .model import CaptionModel
+from .model import CaptionModel, save_model_weights
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def save_checkpoint(run_dir: Path, trainer: CaptionModel, state: dict) -> Path:
     tmp = run_dir / f".checkpoint-{epoch:03d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    trainer.save_weights(tmp / "decoder.weights.h5")
+    save_model_weights(trainer, tmp / "decoder.weights.h5")  # optimizer state goes to optimizer.npz
     np.savez(tmp / "optimizer.npz", *[np.asarray(v) for v in trainer.optimizer.variables])
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     for f in tmp.iterdir():

@@ -43,6 +43,10 @@ def test_resume_continues_after_a_finished_epoch(tmp_path, synthetic_data, encod
     assert state["averaged"]["epochs"] == [1, 2] and 0 <= state["averaged"]["dev_bleu4_greedy"] <= 1
     assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
     assert int(np.load(latest_checkpoint(run) / "optimizer.npz")["arr_0"]) == 2 * iterations
+    import h5py
+
+    with h5py.File(latest_checkpoint(run) / "decoder.weights.h5") as f:  # weights only; Adam is in the npz
+        assert "optimizer" not in f and "decoder" in f
     assert (run / "history.png").stat().st_size > 1000
     assert len((run / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     assert json.loads((run / "config.json").read_text())["vocab_size"] == len(vocab)
