@@ -4,14 +4,17 @@ pyttsx3 keeps one engine per process and its espeak driver is not thread-safe.
 Reused within one process it also misbehaves: asked for 375 words per minute
 after an earlier request, it spoke at 175 in some runs and at other rates in
 others, while a fresh process got the rate right every time. So each request
-runs pyttsx3 in a new child process (``python -m captioner.speech``, about
-0.2 s), one request at a time behind a lock, under a time limit; a hung
-child is killed. If pyttsx3 fails, the ``espeak-ng`` program is tried. If
-neither works, :func:`check` says so and the app captions without speech.
+runs pyttsx3 in its own child process (``python -m captioner.speech``), one
+request at a time behind a lock, under a time limit; a hung child is killed.
+Starting Python and pyttsx3 takes about 0.1 s, so the next child is started
+as soon as a request is done and waits, initialised, for the next one (see
+:class:`_WarmChild`). If pyttsx3 fails, the ``espeak-ng`` program is tried.
+If neither works, :func:`check` says so and the app captions without speech.
 """
 from __future__ import annotations
 
-import argparse
+import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -113,11 +116,75 @@ def _run(command: list[str], text: str, timeout: float, env: dict | None = None)
         raise SpeechError(detail)
 
 
+class _WarmChild:
+    """At most one pyttsx3 child process, started ahead of the request it will serve.
+
+    The child imports pyttsx3 and starts its engine, then waits for one JSON
+    request on stdin, speaks it into a WAV file and exits, so every request
+    still gets a fresh engine. A child started under other environment
+    variables (for example another PYTHONPATH) is not used: it is replaced.
+    Only called with ``_lock`` held.
+    """
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+        self.env: dict | None = None
+
+    def take(self, env: dict) -> subprocess.Popen:
+        """The waiting child if it is alive and was started with ``env``; else a new one."""
+        process, self.process = self.process, None
+        if process is not None and (process.poll() is not None or self.env != env):
+            _stop(process)
+            process = None
+        return process or self._start(env)
+
+    def prepare(self, env: dict) -> None:
+        """Start the child for the next request now, so that it is ready when that request comes."""
+        if self.process is None:
+            try:
+                self.process = self._start(env)
+            except OSError:  # the next request starts its own child and reports the error
+                self.process = None
+
+    def _start(self, env: dict) -> subprocess.Popen:
+        self.env = env
+        return subprocess.Popen([sys.executable, "-m", "captioner.speech"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+
+    def close(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.kill()
+    process.communicate()
+
+
+_warm = _WarmChild()
+atexit.register(_warm.close)
+
+
 def _run_pyttsx3(text: str, path: Path, rate: int, timeout: float) -> None:
     path.unlink(missing_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
-    _run([sys.executable, "-m", "captioner.speech", "--rate", str(rate), str(path)], text, timeout, env)
+    try:
+        process = _warm.take(env)
+    except OSError as exc:
+        raise SpeechError(str(exc)) from exc
+    request = json.dumps({"text": text, "rate": rate, "out": str(path)})
+    try:
+        _, stderr = process.communicate(request, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        _stop(process)
+        raise SpeechError(f"it took longer than {timeout:.0f} s") from exc
+    finally:
+        _warm.prepare(env)
+    if process.returncode != 0:
+        detail = (stderr.strip().splitlines() or [f"exit status {process.returncode}"])[-1]
+        raise SpeechError(detail)
 
 
 def _run_espeak(text: str, path: Path, rate: int, timeout: float) -> None:
@@ -131,17 +198,27 @@ def _run_espeak(text: str, path: Path, rate: int, timeout: float) -> None:
 _RUNNERS = {"pyttsx3": _run_pyttsx3, "espeak-ng": _run_espeak}
 
 
-def _child(argv: list[str] | None = None) -> int:
-    """In a fresh process: read text on stdin and let pyttsx3 save it as a WAV file."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=int, default=DEFAULT_RATE)
-    parser.add_argument("out")
-    args = parser.parse_args(argv)
-    import pyttsx3
+def _child() -> int:
+    """In a fresh process: start pyttsx3, then read one request on stdin and save it as a WAV file.
 
-    engine = pyttsx3.init()
-    engine.setProperty("rate", clamp_rate(args.rate))
-    engine.save_to_file(sys.stdin.read(), args.out)
+    The request is JSON: {"text": ..., "rate": words per minute, "out": WAV path}. Without one
+    (the parent closed stdin, for example on exit) the child exits quietly.
+    """
+    try:
+        import pyttsx3
+
+        engine, failure = pyttsx3.init(), None
+    except Exception as exc:  # reported only if a request comes
+        engine, failure = None, exc
+    raw = sys.stdin.read()
+    if not raw.strip():
+        return 0
+    if failure is not None:
+        print(f"pyttsx3 could not start: {failure}", file=sys.stderr)
+        return 1
+    request = json.loads(raw)
+    engine.setProperty("rate", clamp_rate(request["rate"]))
+    engine.save_to_file(request["text"], request["out"])
     engine.runAndWait()
     return 0
 

@@ -48,6 +48,18 @@ def test_pyttsx3_is_tried_first_and_gets_every_rate_right_when_called_again_and_
     assert max(durations[175]) - min(durations[175]) < 0.05
 
 
+def test_the_next_pyttsx3_child_is_started_ahead_and_not_used_under_another_environment(tmp_path, monkeypatch):
+    speech.synthesize(SENTENCE, tmp_path / "a.wav", engines=("pyttsx3",))
+    waiting = speech._warm.process
+    assert waiting is not None and waiting.poll() is None  # started, and initialising while nobody waits
+    speech.synthesize(SENTENCE, tmp_path / "b.wav", engines=("pyttsx3",))
+    assert waiting.returncode == 0  # it served that request (a child thrown away is killed)
+    (tmp_path / "pyttsx3.py").write_text("raise ImportError('pyttsx3 is not installed')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(speech.SpeechError, match="pyttsx3 is not installed"):
+        speech.synthesize(SENTENCE, tmp_path / "c.wav", engines=("pyttsx3",))
+
+
 def test_concurrent_requests_are_serialised_and_all_succeed(tmp_path):
     results, errors = {}, []
 
