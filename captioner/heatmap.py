@@ -7,6 +7,7 @@ colormap (cividis by default); pyplot is never imported.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -99,16 +100,26 @@ def colorize(heat: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
     return matplotlib.colormaps[colormap](np.clip(heat, 0, 1))[..., :3]
 
 
+@functools.lru_cache(maxsize=None)
+def palette(colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """The colormap's own colour table as (N, 3) uint8; value v in [0, 1] has colour N * v (floor, clipped)."""
+    import matplotlib
+
+    colorize(np.zeros(1), colormap)  # checks the name
+    table = matplotlib.colormaps[colormap]
+    return np.round(table(np.arange(table.N))[:, :3] * 255).astype(np.uint8)
+
+
 def overlay(photo: Image.Image, grid: np.ndarray, opacity: float = DEFAULT_OPACITY,
             colormap: str = DEFAULT_COLORMAP) -> Image.Image:
     """The photo with one word's attention laid over it; ``opacity`` 0 shows the photo, 1 only the map."""
     if not 0 <= opacity <= 1:
         raise ValueError(f"opacity must be between 0 and 1, not {opacity}")
     photo = photo.convert("RGB")
-    colours = colorize(upsample(grid, photo.size), colormap)
-    base = np.asarray(photo, np.float32) / 255.0
-    mixed = (1 - opacity) * base + opacity * colours
-    return Image.fromarray(np.round(mixed * 255).astype(np.uint8), "RGB")
+    table = palette(colormap)
+    index = np.minimum((upsample(grid, photo.size) * len(table)).astype(np.intp), len(table) - 1)
+    colours = Image.fromarray(table[index], "RGB")  # the look-up colorize does, ~10x faster
+    return Image.blend(photo, colours, opacity)  # (1 - opacity) * photo + opacity * colours
 
 
 def fit(photo: Image.Image, side: int) -> Image.Image:
