@@ -78,10 +78,11 @@ def build_demo(captioner, load_error: str | None = None, examples_folder: Path =
     """The Blocks app around one loaded Captioner (or None, with ``load_error`` shown on the page)."""
     speech_status = speech_status or speech.check()
     scratch = scratch or app_logic.Scratch()
+    recent = app_logic.Recent()  # photos captioned lately: /heatmaps after /caption does not decode again
     default_beam = (captioner.config if captioner else ModelConfig()).beam_size
 
     def on_caption(photo, beam):
-        return app_logic.caption_view(captioner, photo, beam, load_error)
+        return app_logic.caption_view(captioner, photo, beam, load_error, recent)
 
     def on_speech(described, rate, autoplay):
         path, note = app_logic.speech_view(described, rate, scratch)
@@ -93,12 +94,21 @@ def build_demo(captioner, load_error: str | None = None, examples_folder: Path =
 
     @_api
     def api_caption(photo, beam):
-        described = app_logic.describe(captioner, app_logic.photo_source(photo), beam, load_error)
+        described = app_logic.describe(captioner, app_logic.photo_source(photo), beam, load_error, recent)
         return described.caption.text, described.hedged, described.caption.score, described.caption.words
 
     @_api
+    def api_describe(photo, beam, opacity, rate):
+        done = app_logic.describe_everything(captioner, app_logic.photo_source(photo), beam, opacity, rate,
+                                             scratch, load_error, recent)
+        caption = done.described.caption
+        return (caption.text, done.described.hedged, caption.score, caption.words, done.heatmaps,
+                [text for _, text in done.heatmaps], str(done.grid), done.audio and str(done.audio),
+                done.speech_note)
+
+    @_api
     def api_heatmaps(photo, beam, opacity):
-        described = app_logic.describe(captioner, app_logic.photo_source(photo), beam, load_error)
+        described = app_logic.describe(captioner, app_logic.photo_source(photo), beam, load_error, recent)
         opacity = app_logic.clamp_opacity(opacity)
         items = app_logic.heatmap_items(described, opacity)
         return items, [text for _, text in items], str(app_logic.save_grid(described, scratch, opacity))
@@ -155,17 +165,19 @@ def build_demo(captioner, load_error: str | None = None, examples_folder: Path =
             api_grid = gr.File(label="heatmap grid")
             api_speak_text = gr.Textbox(label="text")
             api_audio = gr.Audio(label="speech", type="filepath")
+            api_note = gr.Textbox(label="speech note")
 
         private = {"api_visibility": "private"}
         quiet = {**private, "show_progress": "hidden"}  # no loading overlays: the live region says what happens
         model = {"concurrency_id": "model", "concurrency_limit": 1}
         voice = {"concurrency_id": "speech", "concurrency_limit": 1}
-        (caption_button.click(lambda: app_logic.live_html(app_logic.BUSY_MESSAGE, "idle"), None, live,
-                              queue=False, **quiet)
-         .then(on_caption, [photo, beam], [live, described, beams_html, steps_html], preprocess=False,
-               **quiet, **model)
-         .then(on_speech, [described, rate, autoplay], [audio, speech_note], **quiet, **voice)
-         .then(on_heatmaps, [described, opacity], [gallery, download], **quiet))
+        captioned = (caption_button.click(lambda: app_logic.live_html(app_logic.BUSY_MESSAGE, "idle"), None, live,
+                                          queue=False, **quiet)
+                     .then(on_caption, [photo, beam], [live, described, beams_html, steps_html],
+                           preprocess=False, **quiet, **model))
+        # Speech (a child process) and the heatmaps (drawing in this one) run side by side.
+        captioned.then(on_speech, [described, rate, autoplay], [audio, speech_note], **quiet, **voice)
+        captioned.then(on_heatmaps, [described, opacity], [gallery, download], **quiet)
         speak_button.click(lambda d, r: on_speech(d, r, True), [described, rate], [audio, speech_note],
                            **quiet, **voice)
         opacity.change(on_heatmaps, [described, opacity], [gallery, download], trigger_mode="always_last",
@@ -173,6 +185,9 @@ def build_demo(captioner, load_error: str | None = None, examples_folder: Path =
 
         api_trigger.click(api_caption, [photo, beam], [api_text, api_hedged, api_score, api_words],
                           preprocess=False, api_name="caption", **model)
+        api_trigger.click(api_describe, [photo, beam, opacity, rate],
+                          [api_text, api_hedged, api_score, api_words, api_gallery, api_alts, api_grid, api_audio,
+                           api_note], preprocess=False, api_name="describe", **model)
         api_trigger.click(api_heatmaps, [photo, beam, opacity], [api_gallery, api_alts, api_grid],
                           preprocess=False, api_name="heatmaps", **model)
         api_trigger.click(api_speak, [api_speak_text, rate], api_audio, api_name="speak", **voice)

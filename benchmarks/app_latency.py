@@ -1,13 +1,19 @@
 """Latency of the web app as a client sees it: what one press of Caption costs, through gradio_client.
 
-Starts ``python app.py`` on 127.0.0.1 (a free port) with the given model folder, then makes N bounded
-rounds of the calls the page makes on submit — /caption, /speak (the hedged caption), /heatmaps — and
-prints p50 and p90 per endpoint and per round. Loopback only; the server is stopped at the end.
+Starts ``python app.py`` on 127.0.0.1 (a free port) with the given model folder, then, N times:
+
+- ``/describe``: one call from the photo to the caption, the heatmaps (one per word, their alt texts,
+  the combined grid) and the spoken caption, all downloaded by the client. This is "submit to
+  caption, heatmaps and audio", the figure the goal is about (p50 at most 1 s).
+- a round of three calls, as a client wanting them one at a time would make: /caption, /speak
+  (the hedged caption), /heatmaps. The app keeps recent results by photo content, so /heatmaps
+  does not caption the same photo again.
+
+Each round uses a new copy of the photo with one pixel changed, so that no call is answered from
+the previous round's kept result. Prints p50 and p90 per call. Loopback only; the server is
+stopped at the end.
 
     python benchmarks/app_latency.py [--model assets/model] [--runs 20] [--beam-size 3]
-
-Note that /heatmaps runs the model again (an API call has no page state), whereas the page reuses
-the caption, so a round here costs one captioning more than a visitor's submit.
 """
 from __future__ import annotations
 
@@ -46,6 +52,17 @@ def default_photo(folder: Path) -> Path:
 
     path = folder / "red_circle.png"
     shape_photo("red", "circle", "blue", size=448).save(path)
+    return path
+
+
+def variant(photo: Path, index: int, folder: Path) -> Path:
+    """A copy of ``photo`` with its top-left pixel set from ``index``: new content, same caption work."""
+    from PIL import Image
+
+    image = Image.open(photo).convert("RGB")
+    image.putpixel((0, 0), (index % 256, index // 256 % 256, 7))
+    path = folder / f"round{index}.png"
+    image.save(path)
     return path
 
 
@@ -92,26 +109,35 @@ def main(argv: list[str] | None = None) -> None:
         try:
             client = Client(url, verbose=False, httpx_kwargs={"timeout": CALL_TIMEOUT})
             beam = [args.beam_size] if args.beam_size else []
-            times: dict[str, list[float]] = {"/caption": [], "/speak": [], "/heatmaps": [], "round": []}
+            times: dict[str, list[float]] = {"/describe": [], "/caption": [], "/speak": [], "/heatmaps": [],
+                                              "3-call round": []}
             for index in range(args.warmup + args.runs):
                 took = {}
                 t0 = time.perf_counter()
-                _, hedged, _, _ = client.predict(handle_file(str(photo)), *beam, api_name="/caption")
+                out = client.predict(handle_file(str(variant(photo, 2 * index, Path(tmp)))), *beam,
+                                     api_name="/describe")
+                took["/describe"] = time.perf_counter() - t0
+                if not out[7] or len(out[4]) != len(out[3]):
+                    raise SystemExit(f"/describe did not return audio and one heatmap per word: {out}")
+                one = handle_file(str(variant(photo, 2 * index + 1, Path(tmp))))
+                t0 = time.perf_counter()
+                _, hedged, _, _ = client.predict(one, *beam, api_name="/caption")
                 took["/caption"] = time.perf_counter() - t0
                 t1 = time.perf_counter()
                 client.predict(hedged, args.rate, api_name="/speak")
                 took["/speak"] = time.perf_counter() - t1
                 t2 = time.perf_counter()
-                client.predict(handle_file(str(photo)), *beam, api_name="/heatmaps")
+                client.predict(one, *beam, api_name="/heatmaps")
                 took["/heatmaps"] = time.perf_counter() - t2
-                took["round"] = time.perf_counter() - t0
+                took["3-call round"] = time.perf_counter() - t0
                 if index >= args.warmup:
                     for key, value in took.items():
                         times[key].append(value)
             print(f"caption: {hedged!r}")
-            print(f"{'call':<10} {'p50 ms':>8} {'p90 ms':>8}   ({args.runs} rounds after {args.warmup} warm-up)")
+            print(f"{'call':<14} {'p50 ms':>8} {'p90 ms':>8}   ({args.runs} rounds after {args.warmup} warm-up)")
             for key, values in times.items():
-                print(f"{key:<10} {1000 * np.median(values):8.0f} {1000 * np.percentile(values, 90):8.0f}")
+                print(f"{key:<14} {1000 * np.median(values):8.0f} {1000 * np.percentile(values, 90):8.0f}")
+            print("goal: /describe (submit to caption, heatmaps and audio) p50 at most 1000 ms")
         finally:
             process.terminate()
             try:

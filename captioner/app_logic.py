@@ -10,12 +10,16 @@ directly.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import logging
 import tempfile
+import threading
 import time
 import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,15 +89,69 @@ def clamp_beam(beam_size, default: int) -> int:
     return int(min(MAX_BEAM, max(MIN_BEAM, round(float(beam_size)))))
 
 
-def describe(captioner: Captioner | None, source, beam_size=None, load_error: str | None = None) -> Described:
-    """Caption one photo with the top-5 words per step. Raises ImageError or ModelUnavailable."""
+class Recent:
+    """The last few photos captioned, by file content and beam width.
+
+    A client that asks /caption and then /heatmaps for the same photo, or a
+    visitor who presses Caption twice, gets the kept result instead of a
+    second run of the model (decoding is deterministic, so it is the same).
+    Thread-safe; at most ``size`` entries, the least recently used dropped.
+    """
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self._items: OrderedDict[tuple, Described] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(source, beam_size: int) -> tuple | None:
+        """(sha256 of the file, beam width) for a file path; None for anything else (not kept)."""
+        if not isinstance(source, (str, Path)):
+            return None
+        try:
+            digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        except OSError:  # missing or unreadable: load_image explains it
+            return None
+        return digest, beam_size
+
+    def get(self, key: tuple | None) -> Described | None:
+        if key is None:
+            return None
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: tuple | None, described: Described) -> None:
+        if key is None:
+            return
+        with self._lock:
+            self._items[key] = described
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def describe(captioner: Captioner | None, source, beam_size=None, load_error: str | None = None,
+             recent: Recent | None = None) -> Described:
+    """Caption one photo with the top-5 words per step. Raises ImageError or ModelUnavailable.
+
+    With ``recent``, a photo captioned before at the same beam width is not captioned again.
+    """
     if captioner is None:
         raise ModelUnavailable(load_error or "No captioning model is loaded.")
+    beam_size = clamp_beam(beam_size, captioner.config.beam_size)
+    key = recent.key(source, beam_size) if recent is not None else None
+    if (kept := recent.get(key) if recent is not None else None) is not None:
+        return kept
     photo, pixels = captioner.prepare_image(source)
     features = captioner.features(pixels[None])[0]
-    caption = captioner.caption_features(features, clamp_beam(beam_size, captioner.config.beam_size),
-                                         with_steps=True)
-    return Described(heatmap.fit(photo, DISPLAY_SIDE), caption, hedge(caption, captioner.config))
+    caption = captioner.caption_features(features, beam_size, with_steps=True)
+    described = Described(heatmap.fit(photo, DISPLAY_SIDE), caption, hedge(caption, captioner.config))
+    if recent is not None:
+        recent.put(key, described)
+    return described
 
 
 def live_html(text: str, kind: str = "caption") -> str:
@@ -223,13 +281,14 @@ def clamp_opacity(opacity) -> float:
     return min(1.0, max(0.0, float(opacity)))
 
 
-def caption_view(captioner: Captioner | None, payload, beam_size, load_error: str | None = None):
+def caption_view(captioner: Captioner | None, payload, beam_size, load_error: str | None = None,
+                 recent: Recent | None = None):
     """The Caption button: (live-region HTML, Described or None, beams table HTML, steps table HTML).
 
     Every failure becomes a message in the live region; nothing is raised.
     """
     try:
-        described = describe(captioner, photo_source(payload), beam_size, load_error)
+        described = describe(captioner, photo_source(payload), beam_size, load_error, recent)
     except (ImageError, ModelUnavailable) as exc:
         return live_html(str(exc), "error"), None, "", ""
     except Exception:  # the page must answer, whatever broke; the log keeps the traceback
@@ -238,6 +297,31 @@ def caption_view(captioner: Captioner | None, payload, beam_size, load_error: st
                          "error"), None, "", ""
     return (live_html(described.hedged), described, beams_table(described.caption),
             steps_table(described.caption))
+
+
+@dataclass
+class Everything:
+    """A caption with all that goes with it: what the /describe API endpoint returns."""
+
+    described: Described
+    heatmaps: list[tuple[Image.Image, str]]  # (heatmap, alt text) per word
+    grid: Path  # the combined heatmap PNG
+    audio: Path | None  # the hedged caption read aloud; None if speech failed
+    speech_note: str  # why there is no audio, or ""
+
+
+def describe_everything(captioner: Captioner | None, source, beam_size, opacity, rate, scratch: Scratch,
+                        load_error: str | None = None, recent: Recent | None = None) -> Everything:
+    """Caption, heatmaps and speech in one go; speech is made in a child process while the heatmaps
+    are drawn. Raises ImageError or ModelUnavailable; a speech failure only leaves the audio out."""
+    described = describe(captioner, source, beam_size, load_error, recent)
+    opacity = clamp_opacity(opacity)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        voice = pool.submit(speech_view, described, rate, scratch)
+        items = heatmap_items(described, opacity)
+        grid = save_grid(described, scratch, opacity)
+        audio, note = voice.result()
+    return Everything(described, items, grid, audio, note)
 
 
 def heatmaps_view(described: Described | None, opacity, scratch: Scratch) -> tuple[str, Path | None]:

@@ -214,6 +214,48 @@ def test_speech_failure_leaves_a_note_not_an_error(tiny_captioner, tmp_path, mon
     assert path is None and "Reading aloud failed" in note and "espeak-ng: not installed" in note
 
 
+def test_recent_photos_are_recognised_by_content_not_by_path(tiny_captioner, tmp_path, monkeypatch):
+    recent = app_logic.Recent(size=2)
+    first, copy, other = (write(tmp_path, name, encoded(photo, "PNG")) for name, photo in
+                          [("a.png", red_circle()), ("b.png", red_circle()),
+                           ("c.png", shape_photo("white", "square", "green"))])
+    described = app_logic.describe(tiny_captioner, str(first), 3, recent=recent)
+    calls = []
+    monkeypatch.setattr(tiny_captioner, "caption_features", lambda *a, **k: calls.append(a) or described.caption)
+    assert app_logic.describe(tiny_captioner, str(copy), 3, recent=recent) is described  # same bytes: kept
+    assert not calls
+    app_logic.describe(tiny_captioner, str(copy), 1, recent=recent)  # another beam width: decoded
+    app_logic.describe(tiny_captioner, str(other), 3, recent=recent)  # another photo: decoded
+    assert len(calls) == 2
+    app_logic.describe(tiny_captioner, str(first), 3, recent=recent)  # dropped: only 2 are kept
+    assert len(calls) == 3
+    assert app_logic.Recent.key(red_circle(), 3) is None  # only files are kept
+    assert app_logic.Recent.key(str(tmp_path / "missing.png"), 3) is None
+
+
+def test_describe_everything_gives_caption_heatmaps_grid_and_speech(tiny_captioner, tmp_path):
+    scratch = app_logic.Scratch(tmp_path / "scratch")
+    done = app_logic.describe_everything(tiny_captioner, red_circle(), 3, 0.6, 250, scratch)
+    assert done.described.caption.text == TRUTH and done.speech_note == ""
+    assert [text for _, text in done.heatmaps] == app_logic.alt_texts(done.described)
+    assert all(image.size == done.described.photo.size for image, _ in done.heatmaps)
+    with Image.open(done.grid) as image:
+        assert image.format == "PNG"
+    assert speech.wav_duration(done.audio) > 1.0
+
+
+def test_describe_everything_still_answers_when_speech_fails(tiny_captioner, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise speech.SpeechError("No speech engine could read this aloud (espeak-ng: not installed).")
+
+    monkeypatch.setattr(speech, "synthesize", fail)
+    done = app_logic.describe_everything(tiny_captioner, red_circle(), 3, None, None, app_logic.Scratch(tmp_path))
+    assert done.audio is None and "Reading aloud failed" in done.speech_note
+    assert len(done.heatmaps) == len(TRUTH.split())
+    with pytest.raises(app_logic.ImageError):
+        app_logic.describe_everything(tiny_captioner, None, 3, None, None, app_logic.Scratch(tmp_path))
+
+
 def test_scratch_removes_only_stale_files(tmp_path):
     scratch = app_logic.Scratch(tmp_path, max_age=60)
     old, fresh = tmp_path / "old.png", tmp_path / "fresh.png"
@@ -292,10 +334,11 @@ def client(served):
 
 
 @pytest.mark.server
-def test_the_api_has_exactly_the_three_named_endpoints(client):
+def test_the_api_has_exactly_the_four_named_endpoints(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(endpoints) == {"/caption", "/heatmaps", "/speak"}
+    assert set(endpoints) == {"/caption", "/describe", "/heatmaps", "/speak"}
     assert [p["parameter_has_default"] for p in endpoints["/caption"]["parameters"]] == [False, True]
+    assert [p["parameter_has_default"] for p in endpoints["/describe"]["parameters"]] == [False, True, True, True]
 
 
 @pytest.mark.server
@@ -326,6 +369,21 @@ def test_api_heatmaps_returns_a_labelled_heatmap_per_word_and_the_grid(client, t
             assert min(image.size) > 0
     with Image.open(grid) as image:
         assert image.format == "PNG"
+
+
+@pytest.mark.server
+def test_api_describe_returns_everything_in_one_call(client, tmp_path):
+    from gradio_client import handle_file
+
+    photo = tmp_path / "photo.png"
+    red_circle().save(photo)
+    text, hedged, score, words, gallery, alts, grid, audio, note = client.predict(
+        handle_file(str(photo)), api_name="/describe")
+    assert text == TRUTH and words == TRUTH.split() and hedged.endswith(f"{TRUTH}.") and score <= 0
+    assert [a.split(":")[0] for a in alts] == words and [item["caption"] for item in gallery] == alts
+    with Image.open(grid) as image:
+        assert image.format == "PNG"
+    assert note == "" and speech.wav_duration(audio) > 1.0
 
 
 @pytest.mark.server
