@@ -102,9 +102,8 @@ def build_demo(captioner, load_error: str | None = None, examples_folder: Path =
         done = app_logic.describe_everything(captioner, app_logic.photo_source(photo), beam, opacity, rate,
                                              scratch, load_error, recent)
         caption = done.described.caption
-        return (caption.text, done.described.hedged, caption.score, caption.words, done.heatmaps,
-                [text for _, text in done.heatmaps], str(done.grid), done.audio and str(done.audio),
-                done.speech_note)
+        return (caption.text, done.described.hedged, caption.score, caption.words, done.alt_texts,
+                str(done.grid), done.audio and str(done.audio), done.speech_note)
 
     @_api
     def api_heatmaps(photo, beam, opacity):
@@ -186,8 +185,8 @@ def build_demo(captioner, load_error: str | None = None, examples_folder: Path =
         api_trigger.click(api_caption, [photo, beam], [api_text, api_hedged, api_score, api_words],
                           preprocess=False, api_name="caption", **model)
         api_trigger.click(api_describe, [photo, beam, opacity, rate],
-                          [api_text, api_hedged, api_score, api_words, api_gallery, api_alts, api_grid, api_audio,
-                           api_note], preprocess=False, api_name="describe", **model)
+                          [api_text, api_hedged, api_score, api_words, api_alts, api_grid, api_audio, api_note],
+                          preprocess=False, api_name="describe", **model)
         api_trigger.click(api_heatmaps, [photo, beam, opacity], [api_gallery, api_alts, api_grid],
                           preprocess=False, api_name="heatmaps", **model)
         api_trigger.click(api_speak, [api_speak_text, rate], api_audio, api_name="speak", **voice)

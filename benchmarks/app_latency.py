@@ -2,8 +2,8 @@
 
 Starts ``python app.py`` on 127.0.0.1 (a free port) with the given model folder, then, N times:
 
-- ``/describe``: one call from the photo to the caption, the heatmaps (one per word, their alt texts,
-  the combined grid) and the spoken caption, all downloaded by the client. This is "submit to
+- ``/describe``: one call from the photo to the caption, the heatmaps (the grid image with a
+  labelled heatmap per word, and their alt texts) and the spoken caption, downloaded by the client. This is "submit to
   caption, heatmaps and audio", the figure the goal is about (p50 at most 1 s).
 - a round of three calls, as a client wanting them one at a time would make: /caption, /speak
   (the hedged caption), /heatmaps. The app keeps recent results by photo content, so /heatmaps
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
                 out = client.predict(handle_file(str(variant(photo, 2 * index, Path(tmp)))), *beam,
                                      api_name="/describe")
                 took["/describe"] = time.perf_counter() - t0
-                if not out[7] or len(out[4]) != len(out[3]):
-                    raise SystemExit(f"/describe did not return audio and one heatmap per word: {out}")
+                if not out[6] or len(out[4]) != len(out[3]):
+                    raise SystemExit(f"/describe did not return audio and one alt text per word: {out}")
                 one = handle_file(str(variant(photo, 2 * index + 1, Path(tmp))))
                 t0 = time.perf_counter()
                 _, hedged, _, _ = client.predict(one, *beam, api_name="/caption")

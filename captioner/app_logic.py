@@ -304,24 +304,26 @@ class Everything:
     """A caption with all that goes with it: what the /describe API endpoint returns."""
 
     described: Described
-    heatmaps: list[tuple[Image.Image, str]]  # (heatmap, alt text) per word
-    grid: Path  # the combined heatmap PNG
+    alt_texts: list[str]  # where the model looked for each word, in words
+    grid: Path  # one PNG: the caption, the photo and a labelled heatmap per word
     audio: Path | None  # the hedged caption read aloud; None if speech failed
     speech_note: str  # why there is no audio, or ""
 
 
 def describe_everything(captioner: Captioner | None, source, beam_size, opacity, rate, scratch: Scratch,
                         load_error: str | None = None, recent: Recent | None = None) -> Everything:
-    """Caption, heatmaps and speech in one go; speech is made in a child process while the heatmaps
-    are drawn. Raises ImageError or ModelUnavailable; a speech failure only leaves the audio out."""
+    """Caption, heatmaps and speech in one go; speech is made in a child process while the heatmap
+    grid is drawn. Raises ImageError or ModelUnavailable; a speech failure only leaves the audio out.
+
+    The heatmaps come as one image (a client downloads two files, not one per word);
+    :func:`heatmap_items` gives them one by one.
+    """
     described = describe(captioner, source, beam_size, load_error, recent)
-    opacity = clamp_opacity(opacity)
     with ThreadPoolExecutor(max_workers=1) as pool:
         voice = pool.submit(speech_view, described, rate, scratch)
-        items = heatmap_items(described, opacity)
-        grid = save_grid(described, scratch, opacity)
+        grid = save_grid(described, scratch, clamp_opacity(opacity))
         audio, note = voice.result()
-    return Everything(described, items, grid, audio, note)
+    return Everything(described, alt_texts(described), grid, audio, note)
 
 
 def heatmaps_view(described: Described | None, opacity, scratch: Scratch) -> tuple[str, Path | None]:

@@ -237,10 +237,9 @@ def test_describe_everything_gives_caption_heatmaps_grid_and_speech(tiny_caption
     scratch = app_logic.Scratch(tmp_path / "scratch")
     done = app_logic.describe_everything(tiny_captioner, red_circle(), 3, 0.6, 250, scratch)
     assert done.described.caption.text == TRUTH and done.speech_note == ""
-    assert [text for _, text in done.heatmaps] == app_logic.alt_texts(done.described)
-    assert all(image.size == done.described.photo.size for image, _ in done.heatmaps)
-    with Image.open(done.grid) as image:
-        assert image.format == "PNG"
+    assert done.alt_texts == app_logic.alt_texts(done.described) and len(done.alt_texts) == len(TRUTH.split())
+    with Image.open(done.grid) as image:  # the photo and one panel per word, 4 to a row
+        assert image.format == "PNG" and image.height > 2 * done.described.photo.height * 256 // 448
     assert speech.wav_duration(done.audio) > 1.0
 
 
@@ -251,7 +250,7 @@ def test_describe_everything_still_answers_when_speech_fails(tiny_captioner, tmp
     monkeypatch.setattr(speech, "synthesize", fail)
     done = app_logic.describe_everything(tiny_captioner, red_circle(), 3, None, None, app_logic.Scratch(tmp_path))
     assert done.audio is None and "Reading aloud failed" in done.speech_note
-    assert len(done.heatmaps) == len(TRUTH.split())
+    assert len(done.alt_texts) == len(TRUTH.split()) and done.grid.is_file()
     with pytest.raises(app_logic.ImageError):
         app_logic.describe_everything(tiny_captioner, None, 3, None, None, app_logic.Scratch(tmp_path))
 
@@ -377,10 +376,9 @@ def test_api_describe_returns_everything_in_one_call(client, tmp_path):
 
     photo = tmp_path / "photo.png"
     red_circle().save(photo)
-    text, hedged, score, words, gallery, alts, grid, audio, note = client.predict(
-        handle_file(str(photo)), api_name="/describe")
+    text, hedged, score, words, alts, grid, audio, note = client.predict(handle_file(str(photo)), api_name="/describe")
     assert text == TRUTH and words == TRUTH.split() and hedged.endswith(f"{TRUTH}.") and score <= 0
-    assert [a.split(":")[0] for a in alts] == words and [item["caption"] for item in gallery] == alts
+    assert [a.split(":")[0] for a in alts] == words
     with Image.open(grid) as image:
         assert image.format == "PNG"
     assert note == "" and speech.wav_duration(audio) > 1.0
