@@ -46,6 +46,8 @@ def parse_args(argv=None):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(t, name))
     for name in ("learning_rate", "lr_decay", "alpha_c", "label_smoothing", "clip_norm"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(t, name))
+    p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=t.jit_compile,
+                   help="compile the train step with XLA")
     return p.parse_args(argv)
 
 

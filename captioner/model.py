@@ -101,7 +101,7 @@ class AttentionDecoder(layers.Layer):
         Returns h_t, c_t (B, n), z_t (B, D), alpha_t (B, L), E y_{t-1} (B, m).
         """
         alpha = self.attention(projected, h)  # (B, L)   eq. 5
-        context = ops.sum(ops.expand_dims(alpha, -1) * features, axis=1)  # (B, D)   eq. 6, soft
+        context = ops.einsum("bl,bld->bd", alpha, features)  # (B, D)   eq. 6, soft: sum_i alpha_ti a_i
         context = self.gate(h) * context  # z_t = beta * sum_i alpha_ti a_i,  beta = sigmoid(f_beta(h_{t-1}))
         embedded = self.embedding(tokens)  # (B, m)   E y_{t-1}
         x = ops.concatenate([embedded, context], axis=-1)  # (B, m + D)
@@ -195,11 +195,13 @@ class CaptionModel(keras.Model):
         mask = ops.cast(ops.not_equal(targets, 0), "float32")  # <pad> is id 0
         logits, alphas = self.decoder(features, inputs, training=training)  # (B, T, V), (B, T, L)
         logits, alphas = ops.cast(logits, "float32"), ops.cast(alphas, "float32")  # losses in float32
-        vocab = ops.shape(logits)[-1]
-        labels = ops.one_hot(targets, vocab)
         if self.label_smoothing:
-            labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / ops.cast(vocab, "float32")
-        xent = keras.losses.categorical_crossentropy(labels, logits, from_logits=True)  # (B, T)
+            vocab = ops.shape(logits)[-1]
+            labels = ops.one_hot(targets, vocab) * (1.0 - self.label_smoothing)
+            labels = labels + self.label_smoothing / ops.cast(vocab, "float32")
+            xent = keras.losses.categorical_crossentropy(labels, logits, from_logits=True)  # (B, T)
+        else:  # the same value without a (B, T, V) one-hot tensor
+            xent = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)  # (B, T)
         tokens = ops.maximum(ops.sum(mask), 1.0)
         xent = ops.sum(xent * mask) / tokens  # divided by real tokens, not padding
         # Doubly stochastic attention (eq. 14): lambda * sum_i (1 - sum_t alpha_ti)^2,

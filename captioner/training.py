@@ -32,7 +32,7 @@ class CaptionBatches:
     ``rows[i]`` is the photo (row of ``features``) of caption ``i``. Captions
     are grouped by length so that a batch is padded only to its bucket: most
     captions are short, and the decoder then runs ~40% fewer steps. There are
-    few buckets, so XLA compiles few programs. Captions longer than
+    few buckets, so few graphs (or XLA programs) are built. Captions longer than
     ``max_length`` words are left out. The order depends only on
     (seed, epoch), so a resumed run sees the batches it would have seen.
     """
@@ -188,9 +188,12 @@ class Checkpointer(keras.callbacks.Callback):
         self.epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.epoch_start - (logs or {}).get("dev_seconds", 0.0)
+        if logs is not None:
+            logs["train_seconds"] = seconds  # for the CSV and TensorBoard logs after this callback
         logs = {k: float(v) for k, v in (logs or {}).items()}
         logs["epoch"] = epoch + 1
-        logs["train_seconds"] = time.perf_counter() - self.epoch_start - logs.get("dev_seconds", 0.0)
+        logs["train_seconds"] = seconds
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         state = self.state
         state["history"].append(logs)
@@ -344,7 +347,8 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     model = build_model(config, tcfg.alpha_c, tcfg.label_smoothing)
     schedule = keras.optimizers.schedules.ExponentialDecay(
         tcfg.learning_rate, decay_steps=max(1, len(batches)), decay_rate=tcfg.lr_decay, staircase=True)
-    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=tcfg.clip_norm), jit_compile=True)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=tcfg.clip_norm),
+                  jit_compile=tcfg.jit_compile)
     if checkpoint:
         state = restore_checkpoint(checkpoint, model)
         state["keep_last"] = tcfg.average_last

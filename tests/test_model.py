@@ -73,6 +73,23 @@ def test_loss_ignores_padding():
     np.testing.assert_allclose(float(xent_p), float(xent), rtol=1e-5)
 
 
+def test_cross_entropy_is_the_mean_negative_log_likelihood_of_the_real_next_words():
+    model = build_model(CONFIG, alpha_c=0.0)
+    features, tokens = _inputs(steps=4)
+    captions = np.concatenate([tokens, np.full((3, 1), 2, np.int32), np.zeros((3, 2), np.int32)], axis=1)
+    captions[0, 3:] = [2, 0, 0, 0]  # a shorter first caption
+    _, xent, _ = model.caption_losses(features, captions, training=False)
+    logits, _ = model.decoder(features, captions[:, :-1])
+    log_p = keras.ops.convert_to_numpy(keras.ops.log_softmax(logits, axis=-1))
+    targets = captions[:, 1:]
+    real = targets != 0
+    picked = np.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+    assert float(xent) == pytest.approx(-picked[real].mean(), rel=1e-5)
+    smoothed = build_model(CONFIG, alpha_c=0.0, label_smoothing=1e-9)  # the one-hot path, same weights
+    smoothed.set_weights(model.get_weights())
+    assert float(smoothed.caption_losses(features, captions, training=False)[1]) == pytest.approx(float(xent), rel=1e-5)
+
+
 def test_attention_penalty_counts_only_with_lambda():
     features, tokens = _inputs()
     captions = np.concatenate([tokens, np.full((3, 1), 2, np.int32)], axis=1)
