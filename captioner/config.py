@@ -97,7 +97,7 @@ class TrainConfig:
     clip_norm: float = 5.0
     eval_images: int | None = None  # dev photos scored after each epoch (None: all)
     average_last: int = 1  # average the weights of the last N epochs if that helps dev BLEU-4 (1: off)
-    jit_compile: bool = False  # XLA: one real epoch here took 427 s with it, 307 s without (see README)
+    jit_compile: bool = False  # XLA: one real epoch here took 427 s with it, 283 s without (see README)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -188,12 +188,11 @@ class Checkpointer(keras.callbacks.Callback):
         self.epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self.epoch_start - (logs or {}).get("dev_seconds", 0.0)
-        if logs is not None:
-            logs["train_seconds"] = seconds  # for the CSV and TensorBoard logs after this callback
-        logs = {k: float(v) for k, v in (logs or {}).items()}
+        logs = {} if logs is None else logs
+        # Written into Keras's own logs, so that the CSV and TensorBoard callbacks after this one get it too.
+        logs["train_seconds"] = time.perf_counter() - self.epoch_start - logs.get("dev_seconds", 0.0)
+        logs = {k: float(v) for k, v in logs.items()}
         logs["epoch"] = epoch + 1
-        logs["train_seconds"] = seconds
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         state = self.state
         state["history"].append(logs)
