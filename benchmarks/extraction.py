@@ -2,9 +2,11 @@
 
     python benchmarks/extraction.py [--data-dir ../shared/flickr8k] [--photos 128] [--repeat 3]
 
-Both run VGG16 up to block5_conv3 on the same photos in the same process.
-The project's path (captioner.features) calls the model directly in a
-tf.function, in bfloat16 where the CPU supports it, with batches of 32.
+All run VGG16 up to block5_conv3 on the same photos in the same process.
+The project's default path (captioner.features) calls the model directly in
+a tf.function, in bfloat16 where the CPU supports it, with batches of 32.
+Its int8 path (``train.py --dtype int8``) runs the encoder quantised by
+TFLite, calibrated on the first 32 photos, as captioner.features does.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import numpy as np
 from common import encoder, photos, timed
 
 from captioner.config import ModelConfig
-from captioner.encoder import encode_function
+from captioner.encoder import encode_function, int8_encode_function
+from captioner.features import CALIBRATION_PHOTOS
 from captioner.features import best_compute_dtype
 
 
@@ -41,18 +44,27 @@ def main():
             fn(x[s:s + args.batch_size]).numpy().astype(np.float16)
 
     ours()  # warm up (traces once per batch shape)
-    # Alternate the two, and keep each one's best run: on a shared (virtual) machine a neighbour's
+    int8 = int8_encode_function(baseline, x[:CALIBRATION_PHOTOS])
+
+    def quantised():
+        for s in range(0, n, args.batch_size):
+            int8(x[s:s + args.batch_size]).astype(np.float16)
+
+    quantised()  # warm up
+    # Alternate them, and keep each one's best run: on a shared (virtual) machine a neighbour's
     # load slows single runs by up to a third, and the best run is the least disturbed one.
-    t_base, t_ours = [], []
+    t_base, t_ours, t_int8 = [], [], []
     for _ in range(args.repeat):
         t_base += timed(lambda: baseline.predict(x, batch_size=16, verbose=0), 1)
         t_ours += timed(ours, 1)
-    t_base, t_ours = min(t_base), min(t_ours)
+        t_int8 += timed(quantised, 1)
+    t_base, t_ours, t_int8 = min(t_base), min(t_ours), min(t_int8)
     print(f"photos: {n} ({'Flickr8k' if args.data_dir else 'random'})")
-    print(f"baseline float32 model.predict, batch 16: {n / t_base:6.1f} photos/s ({1000 * t_base / n:.0f} ms/photo)")
-    print(f"captioner.features, {dtype}, batch {args.batch_size}: "
-          f"{n / t_ours:6.1f} photos/s ({1000 * t_ours / n:.0f} ms/photo)")
-    print(f"speed-up: {t_base / t_ours:.2f}x (goal: at least 2.5x)")
+    print(f"baseline float32 model.predict, batch 16:  {n / t_base:6.1f} photos/s ({1000 * t_base / n:.0f} ms/photo)")
+    for name, t in ((f"{dtype} (default)", t_ours), ("int8 (--dtype int8)", t_int8)):
+        print(f"captioner.features, {name:<20} {n / t:6.1f} photos/s ({1000 * t / n:.0f} ms/photo): "
+              f"{t_base / t:.2f}x")
+    print("goal: at least 2.5x")
     flops = conv_flops(fast)  # per photo; the convolutions are nearly all the work
     print(f"convolution work: {flops / 1e9:.1f} GFLOP per photo; achieved {n * flops / t_base / 1e9:.0f} GFLOP/s "
           f"float32, {n * flops / t_ours / 1e9:.0f} GFLOP/s {dtype}")

