@@ -3,8 +3,9 @@
 Starts ``python app.py`` on 127.0.0.1 (a free port) with the given model folder, then, N times:
 
 - ``/describe``: one call from the photo to the caption, the heatmaps (the grid image with a
-  labelled heatmap per word, and their alt texts) and the spoken caption, downloaded by the client. This is "submit to
-  caption, heatmaps and audio", the figure the goal is about (p50 at most 1 s).
+  labelled heatmap per word, and their alt texts) and the spoken caption, downloaded by the
+  client. This is "submit to caption, heatmaps and audio", the figure the goal is about
+  (p50 at most 1 s).
 - a round of three calls, as a client wanting them one at a time would make: /caption, /speak
   (the hedged caption), /heatmaps. The app keeps recent results by photo content, so /heatmaps
   does not caption the same photo again.

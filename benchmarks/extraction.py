@@ -18,8 +18,7 @@ from common import encoder, photos, timed
 
 from captioner.config import ModelConfig
 from captioner.encoder import encode_function, int8_encode_function
-from captioner.features import CALIBRATION_PHOTOS
-from captioner.features import best_compute_dtype
+from captioner.features import CALIBRATION_PHOTOS, best_compute_dtype
 
 
 def main():
