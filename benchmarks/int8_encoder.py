@@ -8,9 +8,9 @@ bfloat16 on a CPU whose bfloat16 convolutions already run at its ceiling. This q
 encoder with :func:`captioner.encoder.int8_encode_function` (calibrated on the first half of the
 photos), and prints its time per photo beside the project's bfloat16 path and how close its
 features are to float32 ones (cosine similarity per region, on the other half of the photos).
-With ``--bleu MODEL``, it also quantises that model folder's encoder (calibrated on 32 training photos), captions the test split
-from int8 features with the folder's decoder (beam 3) and prints BLEU beside the folder's own
-bfloat16 features.
+With ``--bleu MODEL``, it also quantises that model folder's encoder (calibrated on 32 training
+photos), captions the test split from int8 features with the folder's decoder (beam 3) and
+prints BLEU beside the folder's own bfloat16 features.
 """
 from __future__ import annotations
 
