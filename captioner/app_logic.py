@@ -114,18 +114,14 @@ class Recent:
             return None
         return digest, beam_size
 
-    def get(self, key: tuple | None) -> Described | None:
-        if key is None:
-            return None
+    def get(self, key: tuple) -> Described | None:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
         return None
 
-    def put(self, key: tuple | None, described: Described) -> None:
-        if key is None:
-            return
+    def put(self, key: tuple, described: Described) -> None:
         with self._lock:
             self._items[key] = described
             self._items.move_to_end(key)
@@ -143,13 +139,13 @@ def describe(captioner: Captioner | None, source, beam_size=None, load_error: st
         raise ModelUnavailable(load_error or "No captioning model is loaded.")
     beam_size = clamp_beam(beam_size, captioner.config.beam_size)
     key = recent.key(source, beam_size) if recent is not None else None
-    if (kept := recent.get(key) if recent is not None else None) is not None:
+    if key is not None and (kept := recent.get(key)) is not None:
         return kept
     photo, pixels = captioner.prepare_image(source)
     features = captioner.features(pixels[None])[0]
     caption = captioner.caption_features(features, beam_size, with_steps=True)
     described = Described(heatmap.fit(photo, DISPLAY_SIDE), caption, hedge(caption, captioner.config))
-    if recent is not None:
+    if key is not None:
         recent.put(key, described)
     return described
 

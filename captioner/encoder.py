@@ -86,11 +86,11 @@ def int8_encode_function(encoder, calibration: np.ndarray, threads: int | None =
 
     TFLite's full-integer post-training quantisation: weights and activations
     int8, with the activation ranges taken from ``calibration`` (preprocessed
-    photos, N x S x S x 3; the same photos give the same model). XNNPACK runs
-    it with AVX-512 VNNI where the processor has it: about twice the bfloat16
-    speed on the 2-core machine of the README (``benchmarks/extraction.py``),
-    with BLEU kept (``benchmarks/int8_encoder.py --bleu``). Extraction only;
-    the app captions single photos with the float encoder.
+    photos, N x S x S x 3; the same photos give the same model), run by
+    TFLite's XNNPACK: about twice the bfloat16 speed on the 2-core machine of
+    the README (``benchmarks/extraction.py``), with BLEU kept
+    (``benchmarks/int8_encoder.py --bleu``). Extraction only; the app
+    captions single photos with the float encoder.
     """
     import os
     import tempfile
