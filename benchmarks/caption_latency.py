@@ -25,10 +25,10 @@ def main():
     captioner = Captioner.load(args.model)
     files = sorted(EXAMPLES.glob("*.jpg"))
     for f in files:  # warm up: trace the graphs for every beam width that occurs
-        captioner.caption(f, beam_size=args.beam_size)
+        captioner.describe(f, beam_size=args.beam_size)
     times = []
     for i in range(args.runs):
-        times += timed(lambda: captioner.caption(files[i % len(files)], beam_size=args.beam_size), 1)
+        times += timed(lambda: captioner.describe(files[i % len(files)], beam_size=args.beam_size), 1)
 
     baseline = encoder(captioner.config, "float32")
     x = np.zeros((1, captioner.config.image_size, captioner.config.image_size, 3), np.float32)

@@ -68,7 +68,7 @@ def main():
 
 def bleu(model_dir: Path, data_dir: Path) -> None:
     """Test-split BLEU of the model folder's decoder on int8 features and on its own bfloat16 ones."""
-    from captioner.data import load_data
+    from captioner.flickr8k import load_data
     from captioner.encoder import build_encoder, load_encoder_weights
     from captioner.evaluate import bleu_scores, decode_all, evaluate_folder, format_table
     from captioner.image import load_and_preprocess

@@ -21,7 +21,7 @@ from captioner.model import build_model
 from captioner.training import CaptionBatches
 
 # Word counts of the 30,000 Flickr8k training captions (after tokenize), as fractions in 3-word bins
-# (measured once with captioner.data.load_data on ../shared/flickr8k; longer captions count as 22).
+# (measured once with captioner.flickr8k.load_data on ../shared/flickr8k; longer captions count as 22).
 LENGTH_MIX = {5: 0.109, 8: 0.291, 11: 0.307, 14: 0.184, 17: 0.073, 20: 0.024, 22: 0.012}
 
 

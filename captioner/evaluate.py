@@ -1,7 +1,7 @@
 """Scoring captions: BLEU-1..4 with nltk, and the coco-caption metrics when available.
 
 Tokenisation: references and hypotheses both go through
-:func:`captioner.data.tokenize` (lowercase, letters and digits only).
+:func:`captioner.vocab.tokenize` (lowercase, letters and digits only).
 BLEU is nltk's ``corpus_bleu`` over all photos, each hypothesis against all
 of its references (five for Flickr8k), without smoothing.
 """
@@ -58,11 +58,11 @@ def split_features(captioner, data, split: str, cache_root, max_images: int | No
     """(file names, features) of a split, encoded by the model folder's own encoder and cached."""
     from pathlib import Path
 
-    from .features import extract_features
-    from .training import feature_cache_dir
+    from .features import extract_features, feature_cache_dir
+    from .pipeline import ENCODER_WEIGHTS
 
     files = data.split(split, max_images)
-    weights = Path(captioner.folder) / "encoder.weights.h5"
+    weights = Path(captioner.folder) / ENCODER_WEIGHTS
     cache_dir = feature_cache_dir(Path(cache_root), files, captioner.config, weights, captioner.compute_dtype)
     cache = extract_features([data.path(f) for f in files], cache_dir, captioner.config, weights,
                              dtype=captioner.compute_dtype, progress=progress)
@@ -79,7 +79,7 @@ def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), c
     """
     import dataclasses
 
-    from .data import load_data
+    from .flickr8k import load_data
     from .pipeline import Captioner
 
     captioner = Captioner.load(model_dir)

@@ -18,7 +18,7 @@ def export_run(model, vocab, config: ModelConfig, state: dict, train_config: dic
                beam_sizes=(1, 3, 5), coco: bool = False, command: str = "", dtype: str | None = None) -> dict:
     """Write ``out_dir`` (weights, config with calibrated hedging, metrics, card) and score it on test."""
     from .encoder import build_encoder, load_encoder_weights
-    from .features import best_compute_dtype
+    from .encoder import best_compute_dtype
     from .pipeline import Captioner, save_folder
 
     encoder = build_encoder(config)
@@ -44,7 +44,7 @@ def export_run(model, vocab, config: ModelConfig, state: dict, train_config: dic
         "checkpoint_average": state.get("averaged"),
         "train_seconds": sum(h.get("train_seconds", 0.0) for h in state["history"]),
         "history": state["history"],
-        "evaluation": "nltk corpus_bleu, all references per photo, captioner.data.tokenize; "
+        "evaluation": "nltk corpus_bleu, all references per photo, captioner.vocab.tokenize; "
                       "reproduce: python -m captioner evaluate --model <this folder> --data-dir <flickr8k> --split test",
         "command": command,
         "training_features_dtype": dtype or best_compute_dtype(),  # the encoder's arithmetic in extraction
@@ -57,14 +57,17 @@ def export_run(model, vocab, config: ModelConfig, state: dict, train_config: dic
 
 
 def model_card(config: ModelConfig, metrics: dict, table: dict, vocab_size: int) -> str:
+    from .encoder import feature_shape
+
     h = metrics["dev_hedging"]
+    grid, _, width = feature_shape(config)
     return f"""# Show, Attend and Tell captioner: model card
 
 **What it does.** Describes a photo in one English sentence and shows which
 part of the photo each word came from (soft attention over a 14 x 14 grid).
 
-**Architecture.** VGG16 up to `block5_conv3` (frozen, {config.num_regions} regions of
-{config.feature_dim} features) and an LSTM decoder with soft attention, the gating scalar
+**Architecture.** VGG16 up to `{config.encoder_layer}` (frozen, {grid * grid} regions of
+{width} features) and an LSTM decoder with soft attention, the gating scalar
 beta and a deep output layer (Xu et al., 2015): embedding {config.embed_dim}, LSTM
 {config.lstm_units}, attention {config.attention_dim}, dropout {config.dropout}, vocabulary
 {vocab_size} words. Everything is in `config.json`.
@@ -100,7 +103,7 @@ people, dogs and outdoor scenes in the USA, and it inherits their biases
 colours and small objects wrong, and it has never seen text, screenshots,
 documents or medical images. It cannot read text in photos.
 
-**Files.** `config.json`, `vocab.json`, `encoder.weights.h5`, `decoder.weights.h5`
-(Keras 3 weights), `metrics.json` (all scores and the per-epoch history),
+**Files.** `config.json`, `vocab.json`, `encoder.weights.json` and `decoder.weights.json`
+(Keras 3 weights, each a manifest of shards under 10 MB), `metrics.json` (all scores and the per-epoch history),
 `train_config.json`. No pickles.
 """

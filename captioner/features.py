@@ -21,22 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from .config import ModelConfig
+from .backend import int8_encode_function
+from .encoder import (COMPUTE_DTYPES, best_compute_dtype, build_encoder, encode_function, feature_shape,
+                      load_encoder_weights, weights_digest)
 from .image import ImageError, load_and_preprocess
 
 log = logging.getLogger(__name__)
 
 
-COMPUTE_DTYPES = ("float32", "bfloat16", "int8")
 CALIBRATION_PHOTOS = 32  # int8: the first photos of the list set the activation ranges
-
-
-def best_compute_dtype() -> str:
-    """bfloat16 where the processor has native bfloat16 matrix units (AMX / AVX512-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -71,22 +64,32 @@ class FeatureCache:
         return np.asarray(self.array[[self.row[f] for f in images]])
 
 
+def feature_cache_dir(cache_root: Path, files: list[str], config: ModelConfig, encoder_weights: Path,
+                      dtype: str) -> Path:
+    """One cache folder per (photos, preprocessing, encoder, compute dtype)."""
+    import hashlib
+
+    weights = weights_digest(encoder_weights)
+    key = json.dumps([files, config.image_size, config.pixel_mean, config.pixel_std, config.resample,
+                      config.encoder_layer, weights, dtype])
+    return Path(cache_root) / f"features-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
 def extract_features(paths: list[Path], out_dir: str | Path, config: ModelConfig, encoder_weights: str | Path,
                      batch_size: int = 32, dtype: str | None = None, progress: bool = True) -> FeatureCache:
     """Encode ``paths`` into ``out_dir`` (resuming a cache that was interrupted).
 
     ``dtype`` is the encoder's arithmetic: "float32", "bfloat16" (the default where the processor
-    has bfloat16 units) or "int8" (see :func:`captioner.encoder.int8_encode_function`).
+    has bfloat16 units) or "int8" (see :func:`captioner.backend.int8_encode_function`).
     """
-    from .encoder import build_encoder, encode_function, int8_encode_function, load_encoder_weights
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dtype = dtype or best_compute_dtype()
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, not {dtype!r}")
     files = [Path(p).name for p in paths]
-    shape = (len(paths), config.num_regions, config.feature_dim)
+    grid, _, width = feature_shape(config)
+    shape = (len(paths), grid * grid, width)  # (N, L, D)
     index = {
         "files": files,
         "shape": list(shape),
@@ -129,8 +132,7 @@ def extract_features(paths: list[Path], out_dir: str | Path, config: ModelConfig
             calibration = [x for x, err in map(load, paths[:CALIBRATION_PHOTOS]) if err is None]
             encode = int8_encode_function(encoder, calibration)
         else:
-            graph = encode_function(encoder, dtype)
-            encode = lambda pixels: graph(pixels).numpy()  # noqa: E731
+            encode = encode_function(encoder, dtype)
 
         bar = _progress(total=len(files), initial=done, enabled=progress)
         start, count = time.perf_counter(), 0
@@ -148,7 +150,7 @@ def extract_features(paths: list[Path], out_dir: str | Path, config: ModelConfig
                         log.warning("skipped %s", err)
                         index["failed"].append(err.split(":")[0])
                 feats = np.asarray(encode(pixels), np.float32)  # (B, G, G, D)
-                array[s:s + len(loaded)] = feats.reshape(len(loaded), -1, config.feature_dim).astype(np.float16)
+                array[s:s + len(loaded)] = feats.reshape(len(loaded), -1, width).astype(np.float16)
                 array.flush()
                 if index["failed"]:
                     _write_json_atomic(index_path, index)

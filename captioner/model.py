@@ -15,6 +15,7 @@ import keras
 from keras import layers, ops
 
 from .config import ModelConfig
+from .encoder import feature_shape
 
 PACKAGE = "captioner"  # never rename: saved files refer to layers by this name
 
@@ -124,24 +125,23 @@ class AttentionDecoder(layers.Layer):
     def call(self, features, tokens, training=False):
         """Teacher forcing: features (B, L, D), tokens (B, T) starting with <start>.
 
-        Runs :meth:`recur` over the T steps in a loop, then :meth:`output` on
-        all steps in one matrix product. Returns logits (B, T, V) and
-        attention (B, T, L). T may change from batch to batch (length buckets).
+        Runs :meth:`recur` over the T steps (``ops.scan``, any backend), then
+        :meth:`output` on all steps in one matrix product. Returns logits
+        (B, T, V) and attention (B, T, L). T may change from batch to batch
+        (length buckets).
         """
-        import tensorflow as tf  # the time loop is TensorFlow's: XLA needs its maximum_iterations
-
         h, c, projected = self.prepare(features)
-        steps = tf.shape(tokens)[1]
-        time_major = tf.transpose(tokens)  # (T, B)
-        arrays = [tf.TensorArray(features.dtype, size=steps) for _ in range(4)]
+        batch = ops.shape(features)[0]
 
-        def body(t, h, c, arrays):
-            h, c, context, alpha, emb = self.recur(time_major[t], h, c, features, projected, training=training)
-            return t + 1, h, c, [a.write(t, v) for a, v in zip(arrays, (h, context, alpha, emb))]
+        def body(carry, token):  # token (B,): y_{t-1} for every photo
+            h, c = carry[:2]
+            step = self.recur(token, h, c, features, projected, training=training)  # h, c, z, alpha, E y
+            return step, step  # scan's TensorFlow version wants the outputs shaped like the carry
 
-        _, _, _, arrays = tf.while_loop(lambda t, *_: t < steps, body, (0, h, c, arrays),
-                                        maximum_iterations=steps)
-        hs, contexts, alphas, embedded = (ops.transpose(a.stack(), (1, 0, 2)) for a in arrays)  # (B, T, .)
+        start = (h, c, ops.zeros((batch, self.feature_dim)), ops.zeros_like(projected[..., 0]),
+                 ops.zeros((batch, self.embed_dim)))  # the same shapes as recur's z, alpha and E y
+        _, per_step = ops.scan(body, start, ops.transpose(tokens))  # each (T, B, .)
+        hs, _, contexts, alphas, embedded = (ops.transpose(x, (1, 0, 2)) for x in per_step)  # (B, T, .)
         logits = self.output(embedded, hs, contexts, training=training)  # (B, T, V)
         return logits, alphas
 
@@ -161,8 +161,11 @@ class AttentionDecoder(layers.Layer):
 class CaptionModel(keras.Model):
     """The decoder as a Keras model: what ``fit`` trains and what the weight files hold.
 
-    Its ``train_step`` minimises the cross-entropy masked over padding plus the
-    doubly stochastic attention penalty.
+    ``fit`` gets batches ``{"features": (B, L, D), "captions": (B, T + 1)}``
+    (``<start> w_1 .. w_n <end> <pad> ..``); :meth:`call` runs teacher forcing
+    on all but the last token and :meth:`compute_loss` scores the prediction
+    of every next token, so Keras's own ``train_step`` does the rest on any
+    backend.
     """
 
     def __init__(self, decoder: AttentionDecoder, alpha_c: float = 1.0, label_smoothing: float = 0.0, **kwargs):
@@ -170,7 +173,6 @@ class CaptionModel(keras.Model):
         self.decoder = decoder
         self.alpha_c = alpha_c
         self.label_smoothing = label_smoothing
-        self.loss_tracker = keras.metrics.Mean(name="loss")
         self.xent_tracker = keras.metrics.Mean(name="xent")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
 
@@ -179,21 +181,14 @@ class CaptionModel(keras.Model):
             self.decoder.build()
         self.built = True
 
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.xent_tracker, self.accuracy_tracker]
-
     def call(self, inputs, training=False):
-        features, tokens = inputs
-        return self.decoder(features, tokens, training=training)
+        features = ops.cast(inputs["features"], "float32")  # (B, L, D), cached as float16
+        return self.decoder(features, inputs["captions"][:, :-1], training=training)  # (B, T, V), (B, T, L)
 
-    def caption_losses(self, features, captions, training):
-        from keras import ops
-
-        features = ops.cast(features, "float32")  # (B, L, D), stored as float16
-        inputs, targets = captions[:, :-1], captions[:, 1:]  # (B, T) each
+    def losses_of(self, captions, logits, alphas):
+        """(loss, cross-entropy, accuracy) of teacher-forced predictions for ``captions`` (B, T + 1)."""
+        targets = captions[:, 1:]  # (B, T): the word each step should predict
         mask = ops.cast(ops.not_equal(targets, 0), "float32")  # <pad> is id 0
-        logits, alphas = self.decoder(features, inputs, training=training)  # (B, T, V), (B, T, L)
         logits, alphas = ops.cast(logits, "float32"), ops.cast(alphas, "float32")  # losses in float32
         if self.label_smoothing:
             vocab = ops.shape(logits)[-1]
@@ -208,29 +203,19 @@ class CaptionModel(keras.Model):
         # averaged over regions and photos; padded steps do not count.
         coverage = ops.sum(alphas * ops.expand_dims(mask, -1), axis=1)  # (B, L)
         penalty = self.alpha_c * ops.mean(ops.square(1.0 - coverage))
-        correct = ops.cast(ops.equal(ops.argmax(logits, -1), ops.cast(targets, "int64")), "float32")
+        correct = ops.cast(ops.equal(ops.argmax(logits, -1), ops.cast(targets, "int32")), "float32")
         accuracy = ops.sum(correct * mask) / tokens
         return xent + penalty, xent, accuracy
 
-    def train_step(self, data):
-        import tensorflow as tf
-
-        features, captions = data
-        with tf.GradientTape() as tape:
-            loss, xent, accuracy = self.caption_losses(features, captions, training=True)
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
-        return self._track(loss, xent, accuracy)
-
-    def test_step(self, data):
-        features, captions = data
-        return self._track(*self.caption_losses(features, captions, training=False))
-
-    def _track(self, loss, xent, accuracy):
-        self.loss_tracker.update_state(loss)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss, xent, accuracy = self.losses_of(x["captions"], *y_pred)
         self.xent_tracker.update_state(xent)
         self.accuracy_tracker.update_state(accuracy)
-        return {m.name: m.result() for m in self.metrics}
+        return loss
+
+    def caption_losses(self, features, captions, training=False):
+        """(loss, cross-entropy, accuracy) for one batch, outside ``fit``."""
+        return self.losses_of(captions, *self({"features": features, "captions": captions}, training=training))
 
     def get_config(self):
         return {
@@ -247,12 +232,13 @@ class CaptionModel(keras.Model):
         return cls(**config)
 
 
-def build_decoder(config: ModelConfig) -> AttentionDecoder:
-    if config.vocab_size < 5:
-        raise ValueError("config.vocab_size is not set; build the vocabulary first")
+def build_decoder(config: ModelConfig, vocab_size: int) -> AttentionDecoder:
+    """The decoder for ``config``: its width D comes from the encoder, its vocabulary from vocab.json."""
+    if vocab_size < 5:
+        raise ValueError(f"vocab_size must count <pad>, <start>, <end>, <unk> and a word, not {vocab_size}")
     decoder = AttentionDecoder(
-        vocab_size=config.vocab_size,
-        feature_dim=config.feature_dim,
+        vocab_size=vocab_size,
+        feature_dim=feature_shape(config)[-1],
         embed_dim=config.embed_dim,
         lstm_units=config.lstm_units,
         attention_dim=config.attention_dim,
@@ -263,16 +249,22 @@ def build_decoder(config: ModelConfig) -> AttentionDecoder:
     return decoder
 
 
-def build_model(config: ModelConfig, alpha_c: float = 1.0, label_smoothing: float = 0.0) -> CaptionModel:
-    """A fresh, built :class:`CaptionModel` for ``config``."""
-    model = CaptionModel(build_decoder(config), alpha_c=alpha_c, label_smoothing=label_smoothing, name="captioner")
+def build_model(config: ModelConfig, vocab_size: int, alpha_c: float = 1.0,
+                label_smoothing: float = 0.0) -> CaptionModel:
+    """A fresh, built :class:`CaptionModel` for ``config`` and a vocabulary of ``vocab_size`` words."""
+    model = CaptionModel(build_decoder(config, vocab_size), alpha_c=alpha_c, label_smoothing=label_smoothing,
+                         name="captioner")
     model.build()
     return model
 
 
-def save_model_weights(model: CaptionModel, path) -> None:
-    """The model's weights alone: a compiled model would also write its optimizer's state (3x the size)."""
+def save_model_weights(model: CaptionModel, path, max_shard_size: float | None = None) -> None:
+    """The model's weights alone (a compiled model would also write its optimizer's state, 3x the size).
+
+    With ``max_shard_size`` (in GB), ``path`` ends in ``.weights.json`` and the
+    weights go to shards of at most that size beside it (see Keras's ``save_weights``).
+    """
     clean = CaptionModel.from_config(model.get_config())
     clean.build()
     clean.set_weights(model.get_weights())
-    clean.save_weights(path)
+    clean.save_weights(path, max_shard_size=max_shard_size)

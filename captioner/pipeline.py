@@ -3,73 +3,124 @@
 A model folder holds everything needed to rebuild the exact model, and
 nothing executable:
 
-    config.json           ModelConfig: architecture, preprocessing, decoding, hedging
-    vocab.json            the vocabulary, as a list of words
-    encoder.weights.h5    VGG16 up to block5_conv3, float16 (Keras weights format)
-    decoder.weights.h5    the attention decoder (Keras weights format)
-    metrics.json          scores and how they were measured
-    train_config.json     the training settings, for the record
-    README.md             the model card
+    config.json                  ModelConfig: architecture, preprocessing, decoding, hedging
+    vocab.json                   the vocabulary, as a list of words (its length sizes the decoder)
+    encoder.weights.json         VGG16 up to block5_conv3, float16: Keras's manifest of ...
+    encoder_0000N.weights.h5     ... its shards, each under 10 MB (what a Hugging Face Space accepts)
+    decoder.weights.json         the attention decoder, likewise sharded
+    decoder_0000N.weights.h5
+    metrics.json                 scores and how they were measured
+    train_config.json            the training settings, for the record
+    README.md                    the model card
+
+:meth:`Captioner.describe` is the one call from a photo to its caption.
 """
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .config import ModelConfig
-from .data import Vocabulary
 from .decoding import Caption, beam_search, greedy
+from .hedging import hedge
 from .image import load_image, preprocess
+from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "model"
-REQUIRED = ("config.json", "vocab.json", "encoder.weights.h5", "decoder.weights.h5")
+
+
+def bundled(name: str) -> Path:
+    """``assets/<name>`` of this checkout, or of the installed package data (``pip install .``)."""
+    checkout = Path(__file__).resolve().parent.parent / "assets" / name
+    if checkout.is_dir():
+        return checkout
+    try:
+        from importlib.resources import files
+
+        return Path(str(files("captioner_assets") / name))
+    except ModuleNotFoundError:
+        return checkout
+
+
+DEFAULT_MODEL = bundled("model")
+DEFAULT_EXAMPLES = bundled("examples")
+ENCODER_WEIGHTS = "encoder.weights.json"
+DECODER_WEIGHTS = "decoder.weights.json"
+REQUIRED = ("config.json", "vocab.json", ENCODER_WEIGHTS, DECODER_WEIGHTS)
+MAX_SHARD_GB = 8 / 1024  # 8 MiB a shard: the Hub refuses a plain git push of any file over 10 MB
 
 
 class ModelFolderError(ValueError):
-    pass
+    """A model folder that cannot be used; the message names the folder or file and says why."""
+
+
+def _weight_files(folder: Path, name: str) -> list[Path]:
+    """The manifest ``name`` and its shards, each checked to exist and not to be a Git LFS pointer."""
+    from .encoder import weight_files
+
+    manifest = folder / name
+    if _is_lfs_pointer(manifest):
+        raise ModelFolderError(f"{manifest} is a Git LFS pointer, not the weights: run `git lfs pull`")
+    try:
+        files = weight_files(manifest)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelFolderError(f"{manifest} is not a Keras weights manifest ({exc})") from exc
+    for file in files[1:]:
+        if not file.is_file():
+            raise ModelFolderError(f"{manifest} lists {file.name}, which is missing")
+        if _is_lfs_pointer(file):
+            raise ModelFolderError(f"{file} is a Git LFS pointer, not the weights: run `git lfs pull`")
+    return files
+
+
+def _is_lfs_pointer(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8).startswith(b"version ")
 
 
 def check_folder(folder: Path) -> tuple[ModelConfig, Vocabulary]:
-    """Read config and vocabulary and check that the folder's files agree with each other."""
+    """Read config and vocabulary and check that the folder's files are all there and readable."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"{folder} is not a model folder (it does not exist)")
     missing = [f for f in REQUIRED if not (folder / f).is_file()]
     if missing:
         raise ModelFolderError(f"{folder} is missing {', '.join(missing)}")
-    for name in REQUIRED[2:]:
-        head = (folder / name).read_bytes()[:8]
-        if head.startswith(b"version "):
-            raise ModelFolderError(f"{folder / name} is a Git LFS pointer, not the weights: run `git lfs pull`")
+    for name in (ENCODER_WEIGHTS, DECODER_WEIGHTS):
+        _weight_files(folder, name)
     try:
         config = ModelConfig.load(folder / "config.json")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFolderError(f"{folder / 'config.json'}: {exc}") from exc
+    try:
         vocab = Vocabulary.load(folder / "vocab.json")
     except (ValueError, KeyError, TypeError) as exc:
-        raise ModelFolderError(f"{folder}: {exc}") from exc
-    if len(vocab) != config.vocab_size:
-        raise ModelFolderError(
-            f"{folder}: vocab.json has {len(vocab)} words but config.json says vocab_size={config.vocab_size}"
-        )
+        raise ModelFolderError(f"{folder / 'vocab.json'}: {exc}") from exc
     return config, vocab
 
 
 def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, model, metrics: dict | None = None,
                 train_config: dict | None = None, card: str | None = None) -> Path:
+    """Write a model folder; weight files are sharded under 10 MB each."""
     from .encoder import save_encoder_weights_float16
     from .model import save_model_weights
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for old in list(folder.glob("encoder*.weights.*")) + list(folder.glob("decoder*.weights.*")):
+        old.unlink()  # shards of an earlier model must not linger beside the new manifest
     config.save(folder / "config.json")
     vocab.save(folder / "vocab.json")
-    save_encoder_weights_float16(encoder, config, folder / "encoder.weights.h5")
-    save_model_weights(model, folder / "decoder.weights.h5")
+    save_encoder_weights_float16(encoder, config, folder / ENCODER_WEIGHTS, max_shard_size=MAX_SHARD_GB)
+    save_model_weights(model, folder / DECODER_WEIGHTS, max_shard_size=MAX_SHARD_GB)
     if metrics is not None:
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if train_config is not None:
@@ -79,8 +130,39 @@ def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, m
     return folder
 
 
+@dataclass
+class Description:
+    """What :meth:`Captioner.describe` returns for one photo."""
+
+    photo: Image.Image  # the photo as read: upright RGB (JPEGs decoded at a reduced scale when large)
+    caption: Caption  # words, the attention map behind each word, score, and more (see Caption)
+    hedged: str  # the caption worded by the model's confidence: "Probably a dog running on grass."
+    beam_size: int
+    seconds: dict = field(default_factory=dict)  # {"read": ..., "encoder": ..., "decoder": ...}
+
+    @property
+    def text(self) -> str:
+        return self.caption.text
+
+    @property
+    def words(self) -> list[str]:
+        return self.caption.words
+
+    @property
+    def attention(self) -> np.ndarray:
+        return self.caption.attention  # (len(words), G, G)
+
+    @property
+    def score(self) -> float:
+        return self.caption.score
+
+
 class Captioner:
-    """A loaded model folder: photo in, :class:`Caption` out. Load once, use from any thread."""
+    """A loaded model folder: photo in, :class:`Description` out. Load once, use from any thread.
+
+    Requests are served one at a time (a lock covers reading, encoding and
+    decoding): on a 2-core machine two at once only slow each other down.
+    """
 
     def __init__(self, config: ModelConfig, vocab: Vocabulary, encoder, model, folder: Path | None = None,
                  compute_dtype: str = "float32"):
@@ -93,53 +175,66 @@ class Captioner:
         if folder and (Path(folder) / "metrics.json").is_file():
             self.metrics = json.loads((Path(folder) / "metrics.json").read_text())
         self._encode = encode_function(encoder, compute_dtype)
-        self._lock = threading.Lock()  # TensorFlow graphs are safe, but keep one photo at a time on 2 cores
+        self._lock = threading.RLock()
 
     @classmethod
     def load(cls, folder: str | Path = DEFAULT_MODEL, compute_dtype: str | None = None) -> "Captioner":
         folder = Path(folder)
-        config, vocab = check_folder(folder)  # before importing TensorFlow: a bad folder fails fast
+        config, vocab = check_folder(folder)  # before building anything: a bad folder fails fast
 
-        from .encoder import build_encoder, load_encoder_weights
-        from .features import best_compute_dtype
+        from .encoder import best_compute_dtype, build_encoder, load_encoder_weights
         from .model import build_model
 
         compute_dtype = compute_dtype or best_compute_dtype()
         encoder = build_encoder(config, dtype=compute_dtype)
-        model = build_model(config)
-        try:
-            load_encoder_weights(encoder, folder / "encoder.weights.h5")
-            model.load_weights(folder / "decoder.weights.h5")
-        except (ValueError, OSError) as exc:
-            raise ModelFolderError(f"{folder}: the weight files do not fit config.json ({exc})") from exc
+        model = build_model(config, len(vocab))
+        for name, load in ((ENCODER_WEIGHTS, lambda p: load_encoder_weights(encoder, p)),
+                           (DECODER_WEIGHTS, model.load_weights)):
+            try:
+                load(folder / name)
+            except (ValueError, OSError, KeyError) as exc:
+                raise ModelFolderError(
+                    f"{folder / name}: the weights do not fit config.json and vocab.json "
+                    f"({len(vocab)} words): {exc}") from exc
         return cls(config, vocab, encoder, model, folder, compute_dtype)
 
     @property
     def decoder(self):
         return self.model.decoder
 
+    def describe(self, photo, beam_size: int | None = None, with_steps: bool = False) -> Description:
+        """Caption one photo: a path, bytes, a file object, a PIL image or an array.
+
+        ``beam_size`` defaults to the model's; ``with_steps`` records the five
+        likeliest next words at every step (for the teacher view). Raises
+        :class:`~captioner.image.ImageError` for a photo that cannot be read.
+        """
+        beam_size = beam_size or self.config.beam_size
+        with self._lock:
+            start = time.perf_counter()
+            image = load_image(photo, target_size=self.config.image_size)
+            pixels = preprocess(image, self.config)  # (S, S, 3)
+            read = time.perf_counter()
+            features = self.features(pixels[None])[0]  # (L, D)
+            encoded = time.perf_counter()
+            caption = self.caption_features(features, beam_size, with_steps)
+            done = time.perf_counter()
+        return Description(image, caption, hedge(caption, self.config), beam_size,
+                           {"read": read - start, "encoder": encoded - read, "decoder": done - encoded})
+
     def features(self, pixels: np.ndarray) -> np.ndarray:
         """Preprocessed photos (B, S, S, 3) -> annotation vectors (B, L, D) float32."""
-        out = self._encode(np.asarray(pixels, np.float32)).numpy().astype(np.float32)  # (B, G, G, D)
-        return out.reshape(out.shape[0], -1, self.config.feature_dim)
-
-    def prepare_image(self, source):
-        """Anything :func:`load_image` takes -> (the upright RGB photo, encoder input)."""
-        image = load_image(source, target_size=self.config.image_size)
-        return image, preprocess(image, self.config)
-
-    def caption(self, source, beam_size: int | None = None, with_steps: bool = False) -> Caption:
-        """Caption one photo (path, bytes, PIL image or array). Raises ImageError for bad input."""
-        _, pixels = self.prepare_image(source)
-        return self.caption_features(self.features(pixels[None])[0], beam_size, with_steps)
+        out = np.asarray(self._encode(np.asarray(pixels, np.float32)), np.float32)  # (B, G, G, D)
+        return out.reshape(out.shape[0], -1, out.shape[-1])
 
     def caption_features(self, features: np.ndarray, beam_size: int | None = None,
                          with_steps: bool = False) -> Caption:
-        beam_size = beam_size or self.config.beam_size
+        """Beam search from one photo's features (L, D): for evaluation on cached features."""
         with self._lock:
-            return beam_search(self.decoder, self.vocab, features, beam_size, self.config.max_length,
-                               self.config.length_penalty, with_steps=with_steps)
+            return beam_search(self.decoder, self.vocab, features, beam_size or self.config.beam_size,
+                               self.config.max_length, self.config.length_penalty, with_steps=with_steps)
 
     def greedy_batch(self, features: np.ndarray) -> list[Caption]:
+        """Greedy captions for many photos' features (B, L, D) at once: for evaluation."""
         with self._lock:
             return greedy(self.decoder, self.vocab, features, self.config.max_length, self.config.length_penalty)

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from .config import ModelConfig, TrainConfig
-from .data import Vocabulary
+from .vocab import Vocabulary
 from .model import CaptionModel, save_model_weights
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,8 @@ def encode_captions(captions: list[list[str]], vocab: Vocabulary) -> list[list[i
 BUCKETS = (10, 13, 16)  # word counts; a caption is padded to the first bucket it fits, else max_length
 
 
-class CaptionBatches:
-    """Batches of (features (B, L, D) float16, captions (B, T) int32), reshuffled every epoch.
+class CaptionBatches(keras.utils.PyDataset):
+    """Batches ``{"features": (B, L, D) float16, "captions": (B, T) int32}``, reshuffled every epoch.
 
     ``rows[i]`` is the photo (row of ``features``) of caption ``i``. Captions
     are grouped by length so that a batch is padded only to its bucket: most
@@ -39,6 +39,7 @@ class CaptionBatches:
 
     def __init__(self, features: np.ndarray, rows: np.ndarray, captions: list[list[int]], batch_size: int,
                  max_length: int, seed: int = 0, shuffle: bool = True, epoch: int = 0):
+        super().__init__()
         self.features, self.batch_size = features, batch_size
         self.seed, self.shuffle, self.epoch = seed, shuffle, epoch
         bounds = sorted({b for b in BUCKETS if b < max_length} | {max_length})
@@ -73,27 +74,33 @@ class CaptionBatches:
         caps = np.zeros((len(members), bucket + 2), np.int32)  # <start> w_1 .. w_n <end> <pad> ..
         for j, i in enumerate(members):
             caps[j, : len(self.captions[i])] = self.captions[i]
-        return self.features[self.rows[members]], caps
+        return {"features": self.features[self.rows[members]], "captions": caps}
 
     def on_epoch_end(self):
         self.epoch += 1
         self.plan()
 
     def dataset(self):
-        """A tf.data pipeline for ``fit``: one pass is one epoch, and the next pass reshuffles.
+        """What ``fit`` takes: one pass is one epoch, and the next pass reshuffles.
 
-        Its signature leaves the caption length open (None), so every bucket fits.
+        Batches are ``{"features": (B, L, D) float16, "captions": (B, T + 1) int32}``.
+        Under TensorFlow a tf.data pipeline whose signature leaves the caption
+        length open (None), so every bucket fits; under other backends this
+        PyDataset itself (Keras calls :meth:`on_epoch_end` after each epoch).
         """
-        import tensorflow as tf
+        from . import backend
 
         def one_epoch():
             for i in range(len(self)):
                 yield self[i]
             self.on_epoch_end()
 
-        signature = (tf.TensorSpec((None,) + self.features.shape[1:], tf.float16),
-                     tf.TensorSpec((None, None), tf.int32))
-        data = tf.data.Dataset.from_generator(one_epoch, output_signature=signature)
+        if backend.name() != "tensorflow":
+            return self  # a keras.utils.PyDataset
+        import tensorflow as tf
+
+        data = backend.tf_dataset(one_epoch, {"features": ((None,) + self.features.shape[1:], "float16"),
+                                              "captions": ((None, None), "int32")})
         return data.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
 
 
@@ -269,17 +276,6 @@ def average_checkpoints(model: CaptionModel, run_dir: Path, state: dict, last: i
 
 
 # --------------------------------------------------------------------------- the whole run
-def feature_cache_dir(cache_root: Path, files: list[str], config: ModelConfig, encoder_weights: Path,
-                      dtype: str) -> Path:
-    """One cache folder per (photos, preprocessing, encoder, compute dtype)."""
-    import hashlib
-
-    weights = hashlib.sha256(Path(encoder_weights).read_bytes()).hexdigest()
-    key = json.dumps([files, config.image_size, config.pixel_mean, config.pixel_std, config.resample,
-                      config.encoder_layer, weights, dtype])
-    return Path(cache_root) / f"features-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
 def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig, encoder_weights: Path,
           cache_root: Path, resume: bool = False, dtype: str | None = None, progress: bool = True):
     """Train a decoder on cached features; returns (model, vocab, config, state, data, cache).
@@ -287,8 +283,9 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     With ``resume``, training continues from ``run_dir``'s latest checkpoint;
     the architecture recorded there must match ``config``.
     """
-    from .data import load_data
-    from .features import best_compute_dtype, extract_features
+    from .flickr8k import load_data
+    from .encoder import best_compute_dtype
+    from .features import extract_features, feature_cache_dir
     from .model import build_model
 
     keras.utils.set_random_seed(tcfg.seed)
@@ -304,7 +301,6 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     if checkpoint:
         vocab = Vocabulary.load(run_dir / "vocab.json")
         saved = ModelConfig.load(run_dir / "config.json")
-        config = dataclasses_replace(config, vocab_size=len(vocab))
         if saved.architecture() != config.architecture():
             raise ValueError(f"--resume: {run_dir} holds a different architecture {saved.architecture()} "
                              f"than asked for {config.architecture()}")
@@ -313,7 +309,6 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
             log.info("nothing to resume in %s: starting afresh", run_dir)
         train_caps = [c for f in splits["train"] for c in data.captions[f]]
         vocab = Vocabulary.build(train_caps, tcfg.min_word_count)
-        config = dataclasses_replace(config, vocab_size=len(vocab))
         vocab.save(run_dir / "vocab.json")
         config.save(run_dir / "config.json")
     (run_dir / "train_config.json").write_text(tcfg.to_json() + "\n")
@@ -343,7 +338,7 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     log.info("%d training captions in %d batches (%d longer than %d words left out)",
              len(caps), len(batches), batches.dropped, config.max_length)
 
-    model = build_model(config, tcfg.alpha_c, tcfg.label_smoothing)
+    model = build_model(config, len(vocab), tcfg.alpha_c, tcfg.label_smoothing)
     schedule = keras.optimizers.schedules.ExponentialDecay(
         tcfg.learning_rate, decay_steps=max(1, len(batches)), decay_rate=tcfg.lr_decay, staircase=True)
     model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=tcfg.clip_norm),

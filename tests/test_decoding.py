@@ -1,10 +1,10 @@
-import dataclasses
-
 import numpy as np
 import pytest
 
 from captioner.config import ModelConfig
-from captioner.data import SPECIALS, Vocabulary
+from captioner.encoder import feature_shape
+from captioner.image import load_image, preprocess
+from captioner.vocab import SPECIALS, Vocabulary
 from captioner.decoding import beam_search, greedy
 from captioner.model import build_model
 
@@ -12,14 +12,14 @@ from captioner.model import build_model
 def test_trained_tiny_model_reproduces_its_captions(synthetic_data, tiny_captioner):
     root, truth = synthetic_data
     for name, caption in truth.items():
-        assert tiny_captioner.caption(root / "Images" / name, beam_size=1).text == caption
+        assert tiny_captioner.describe(root / "Images" / name, beam_size=1).text == caption
 
 
 def test_beam_width_one_equals_greedy(synthetic_data, tiny_captioner):
     root, truth = synthetic_data
     c = tiny_captioner
     for name in list(truth)[:4]:
-        _, pixels = c.prepare_image(root / "Images" / name)
+        pixels = preprocess(load_image(root / "Images" / name), c.config)
         features = c.features(pixels[None])
         g = greedy(c.decoder, c.vocab, features, c.config.max_length, c.config.length_penalty, with_steps=True)[0]
         b = beam_search(c.decoder, c.vocab, features[0], 1, c.config.max_length, c.config.length_penalty,
@@ -33,8 +33,8 @@ def test_beam_width_one_equals_greedy(synthetic_data, tiny_captioner):
 def test_beam_result_is_ranked_with_attention_per_word(synthetic_data, tiny_captioner):
     root, truth = synthetic_data
     name = next(iter(truth))
-    cap = tiny_captioner.caption(root / "Images" / name, beam_size=4, with_steps=True)
-    g = tiny_captioner.config.grid_size
+    cap = tiny_captioner.describe(root / "Images" / name, beam_size=4, with_steps=True).caption
+    g, _, _ = feature_shape(tiny_captioner.config)
     assert cap.attention.shape == (len(cap.words), g, g)
     np.testing.assert_allclose(cap.attention.sum(axis=(1, 2)), 1.0, rtol=1e-4)
     assert len(cap.alternatives) == 3
@@ -51,9 +51,13 @@ def _random_decoder(vocab_size=12, seed=0):
     import keras
 
     keras.utils.set_random_seed(seed)
-    config = ModelConfig(image_size=32, embed_dim=8, lstm_units=8, attention_dim=8, dropout=0.0,
-                         vocab_size=vocab_size)
-    return config, build_model(config).decoder
+    config = ModelConfig(image_size=32, embed_dim=8, lstm_units=8, attention_dim=8, dropout=0.0)
+    return config, build_model(config, vocab_size).decoder
+
+
+def _regions(config):
+    grid, _, _ = feature_shape(config)
+    return grid * grid
 
 
 def test_stops_at_max_length_and_never_emits_specials():
@@ -63,7 +67,7 @@ def test_stops_at_max_length_and_never_emits_specials():
     bias = decoder.logits.bias.numpy()
     bias[[0, 1, 3]] = 50.0
     decoder.logits.bias.assign(bias)
-    features = np.random.default_rng(0).random((2, config.num_regions, 512)).astype(np.float32)
+    features = np.random.default_rng(0).random((2, _regions(config), 512)).astype(np.float32)
     bias[2] = -50.0  # no <end> either: captions run to the maximum length
     decoder.logits.bias.assign(bias)
     for cap in greedy(decoder, vocab, features, max_length=4):
@@ -79,7 +83,7 @@ def test_stops_at_end():
     bias = decoder.logits.bias.numpy()
     bias[2] = 20.0  # <end> as soon as it is allowed (never as the first word)
     decoder.logits.bias.assign(bias)
-    features = np.random.default_rng(1).random((1, config.num_regions, 512)).astype(np.float32)
+    features = np.random.default_rng(1).random((1, _regions(config), 512)).astype(np.float32)
     (cap,) = greedy(decoder, vocab, features, max_length=10)
     assert len(cap.words) == 1 and cap.ended
     beam = beam_search(decoder, vocab, features[0], 3, max_length=10)
@@ -89,7 +93,7 @@ def test_stops_at_end():
 def test_length_penalty_changes_ranking_score_only():
     config, decoder = _random_decoder(seed=3)
     vocab = Vocabulary(list(SPECIALS) + [f"w{i}" for i in range(8)])
-    features = np.random.default_rng(2).random((config.num_regions, 512)).astype(np.float32)
+    features = np.random.default_rng(2).random((_regions(config), 512)).astype(np.float32)
     raw = beam_search(decoder, vocab, features, 3, 6, length_penalty=0.0)
     assert raw.score == pytest.approx(raw.log_prob)
     normed = beam_search(decoder, vocab, features, 3, 6, length_penalty=1.0)
@@ -97,4 +101,3 @@ def test_length_penalty_changes_ranking_score_only():
     assert normed.score == pytest.approx(normed.log_prob / length)
     with pytest.raises(ValueError):
         beam_search(decoder, vocab, features, 0, 6)
-    assert dataclasses.is_dataclass(raw)

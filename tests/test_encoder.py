@@ -56,8 +56,14 @@ def test_lpips_hashes_are_checked(monkeypatch):
 def test_encoder_shape_follows_config():
     config = ModelConfig(image_size=64)
     model = enc.build_encoder(config)
-    assert model.output_shape == (None, config.grid_size, config.grid_size, 512)
-    assert config.num_regions == 16 and ModelConfig().num_regions == 196
+    assert model.output_shape == (None,) + enc.feature_shape(config) == (None, 4, 4, 512)
+    assert enc.feature_shape(ModelConfig()) == (14, 14, 512)  # 196 regions of 512 for a 224 photo
+    # block4_pool is 14 x 14 x 512 too (block5 fine-tuning can start from it); block3_conv3 is 56 x 56 x 256
+    for layer, shape in (("block4_pool", (14, 14, 512)), ("block3_conv3", (56, 56, 256))):
+        cut = ModelConfig(encoder_layer=layer)
+        assert enc.feature_shape(cut) == shape == enc.build_encoder(cut).output_shape[1:]
+    with pytest.raises(ValueError, match="unknown encoder layer"):
+        enc.feature_shape(ModelConfig(encoder_layer="block9_conv1"))
     assert not model.trainable
 
 
@@ -69,7 +75,16 @@ def test_float16_weights_round_trip_and_keras2_notop_file(tmp_path, encoder_weig
     b = enc.build_encoder(tiny_config)
     enc.load_encoder_weights(b, tmp_path / "half.weights.h5")
     x = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype(np.float32)
-    np.testing.assert_allclose(b(x).numpy(), a(x).numpy(), rtol=0.02, atol=0.02)
+    np.testing.assert_allclose(np.asarray(b(x)), np.asarray(a(x)), rtol=0.02, atol=0.02)
+
+    # Sharded, as model folders hold it: a manifest and shards under the size asked for.
+    (tmp_path / "shards").mkdir()
+    enc.save_encoder_weights_float16(a, tiny_config, tmp_path / "shards" / "e.weights.json", max_shard_size=5 / 1024)
+    files = enc.weight_files(tmp_path / "shards" / "e.weights.json")
+    assert len(files) > 3 and all(f.stat().st_size < 5 * 2**20 for f in files[1:])
+    c = enc.build_encoder(tiny_config)
+    enc.load_encoder_weights(c, files[0])
+    np.testing.assert_array_equal(np.asarray(c(x)), np.asarray(b(x)))
 
     # A keras.applications notop file (Keras 2 layout) loads by layer name, extra layers ignored.
     with h5py.File(tmp_path / "notop.h5", "w") as f:
@@ -83,7 +98,7 @@ def test_float16_weights_round_trip_and_keras2_notop_file(tmp_path, encoder_weig
         f.create_group("block5_pool").attrs["weight_names"] = []
     c = enc.build_encoder(tiny_config)
     enc.load_encoder_weights(c, tmp_path / "notop.h5")
-    np.testing.assert_allclose(c(x).numpy(), a(x).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(c(x)), np.asarray(a(x)), rtol=1e-6)
 
 
 def test_wrong_weights_file_fails_clearly(tmp_path, tiny_config):

@@ -18,12 +18,11 @@ def test_interrupted_extraction_resumes_to_the_same_array(tmp_path, synthetic_da
     paths = _paths(synthetic_data)
     whole = extract_features(paths, tmp_path / "whole", tiny_config, encoder_weights, batch_size=4,
                              dtype=dtype, progress=False)
-    assert whole.array.shape == (12, tiny_config.num_regions, 512)
+    assert whole.array.shape == (12, 16, 512)  # 4 x 4 regions of a 64 x 64 photo
     assert whole.array.dtype == np.float16
 
     # Kill it after two batches: the progress file says 8, and reading it refuses until finished.
     real = feats._write_json_atomic
-    calls = {"n": 0}
 
     def dying(path, data):
         real(path, data)
@@ -38,10 +37,19 @@ def test_interrupted_extraction_resumes_to_the_same_array(tmp_path, synthetic_da
     assert json.loads((tmp_path / "part" / "progress.json").read_text())["done"] == 8
     with pytest.raises(RuntimeError, match="stopped at 8/12"):
         FeatureCache(tmp_path / "part")
+    encoded = []  # photos per batch that the resumed run encodes: only the last 4 are left
+    name = "int8_encode_function" if dtype == "int8" else "encode_function"
+    real_encode = getattr(feats, name)
+
+    def counting(*args):
+        encode = real_encode(*args)
+        return lambda pixels: (encoded.append(len(pixels)), encode(pixels))[1]
+
+    monkeypatch.setattr(feats, name, counting)
     resumed = extract_features(paths, tmp_path / "part", tiny_config, encoder_weights, batch_size=4,
                                dtype=dtype, progress=False)  # int8: recalibrated on the same photos
     np.testing.assert_array_equal(np.asarray(resumed.array), np.asarray(whole.array))
-    assert calls["n"] == 0
+    assert encoded == [4]
 
 
 def test_unreadable_photo_is_skipped_not_fatal(tmp_path, synthetic_data, encoder_weights, tiny_config):
@@ -51,7 +59,7 @@ def test_unreadable_photo_is_skipped_not_fatal(tmp_path, synthetic_data, encoder
     cache = extract_features(paths + [bad], tmp_path / "c", tiny_config, encoder_weights, batch_size=2,
                              dtype="float32", progress=False)
     assert "bad.jpg" not in cache and paths[0].name in cache
-    assert cache[paths[0].name].shape == (tiny_config.num_regions, 512)
+    assert cache[paths[0].name].shape == (16, 512)
 
 
 def test_changed_settings_start_a_fresh_extraction(tmp_path, synthetic_data, encoder_weights, tiny_config):
@@ -62,7 +70,10 @@ def test_changed_settings_start_a_fresh_extraction(tmp_path, synthetic_data, enc
     b = extract_features(paths[::-1], tmp_path / "c", tiny_config, encoder_weights, batch_size=2, dtype="float32",
                          progress=False)
     assert b.files == [p.name for p in paths[::-1]]
-    np.testing.assert_array_equal(np.asarray(b.array)[::-1], first)
+    assert not np.array_equal(np.asarray(b.array), first)  # rewritten in the new order ...
+    # ... with the same features per photo (float32 convolutions may differ in the last bit
+    # when a photo moves within its batch, so compare at float16's precision).
+    np.testing.assert_allclose(np.asarray(b.array, np.float32)[::-1], first.astype(np.float32), rtol=2e-3, atol=1e-3)
 
 
 def test_int8_features_follow_the_float32_ones(tmp_path, synthetic_data, encoder_weights, tiny_config):

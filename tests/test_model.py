@@ -1,35 +1,37 @@
-import dataclasses
-
 import keras
 import numpy as np
 import pytest
 
 from captioner.config import ModelConfig
+from captioner.encoder import feature_shape
 from captioner.model import AttentionDecoder, CaptionModel, SoftAttention, build_model
 
-CONFIG = ModelConfig(image_size=64, embed_dim=16, lstm_units=24, attention_dim=12, dropout=0.0, vocab_size=20)
+CONFIG = ModelConfig(image_size=64, embed_dim=16, lstm_units=24, attention_dim=12, dropout=0.0)
+VOCAB = 20
+GRID, _, WIDTH = feature_shape(CONFIG)
+REGIONS = GRID * GRID  # L: 16 for a 64 x 64 photo
 
 
 def _inputs(batch=3, steps=5, seed=0):
     rng = np.random.default_rng(seed)
-    features = rng.random((batch, CONFIG.num_regions, CONFIG.feature_dim)).astype(np.float32)
-    tokens = rng.integers(4, CONFIG.vocab_size, (batch, steps)).astype(np.int32)
+    features = rng.random((batch, REGIONS, WIDTH)).astype(np.float32)
+    tokens = rng.integers(4, VOCAB, (batch, steps)).astype(np.int32)
     tokens[:, 0] = 1  # <start>
     return features, tokens
 
 
 def test_shapes_and_attention_rows_sum_to_one():
-    model = build_model(CONFIG)
+    model = build_model(CONFIG, VOCAB)
     features, tokens = _inputs()
     logits, alphas = model.decoder(features, tokens)
-    assert logits.shape == (3, 5, CONFIG.vocab_size)
-    assert alphas.shape == (3, 5, CONFIG.num_regions)
+    assert logits.shape == (3, 5, VOCAB)
+    assert alphas.shape == (3, 5, REGIONS)
     np.testing.assert_allclose(np.sum(alphas, -1), 1.0, rtol=1e-5)
     assert (np.asarray(alphas) >= 0).all()
 
 
 def test_teacher_forcing_uses_the_same_step_as_decoding():
-    decoder = build_model(CONFIG).decoder
+    decoder = build_model(CONFIG, VOCAB).decoder
     features, tokens = _inputs()
     logits, alphas = decoder(features, tokens)
     h, c, projected = decoder.prepare(features)
@@ -42,10 +44,10 @@ def test_teacher_forcing_uses_the_same_step_as_decoding():
 def test_get_config_round_trips():
     attention = SoftAttention(7, name="att")
     assert SoftAttention.from_config(attention.get_config()).get_config() == attention.get_config()
-    decoder = build_model(CONFIG).decoder
+    decoder = build_model(CONFIG, VOCAB).decoder
     clone = AttentionDecoder.from_config(decoder.get_config())
     assert clone.get_config() == decoder.get_config()
-    model = build_model(CONFIG, alpha_c=0.5, label_smoothing=0.1)
+    model = build_model(CONFIG, VOCAB, alpha_c=0.5, label_smoothing=0.1)
     again = CaptionModel.from_config(model.get_config())
     assert again.alpha_c == 0.5 and again.label_smoothing == 0.1
     assert again.decoder.get_config()["lstm_units"] == CONFIG.lstm_units
@@ -54,9 +56,9 @@ def test_get_config_round_trips():
 
 
 def test_weights_save_load_gives_identical_outputs(tmp_path):
-    model = build_model(CONFIG)
+    model = build_model(CONFIG, VOCAB)
     model.save_weights(tmp_path / "d.weights.h5")
-    other = build_model(CONFIG)
+    other = build_model(CONFIG, VOCAB)
     features, tokens = _inputs()
     assert not np.allclose(other.decoder(features, tokens)[0], model.decoder(features, tokens)[0])
     other.load_weights(tmp_path / "d.weights.h5")
@@ -64,7 +66,7 @@ def test_weights_save_load_gives_identical_outputs(tmp_path):
 
 
 def test_loss_ignores_padding():
-    model = build_model(CONFIG, alpha_c=0.0)
+    model = build_model(CONFIG, VOCAB, alpha_c=0.0)
     features, tokens = _inputs(steps=4)
     captions = np.concatenate([tokens, np.full((3, 1), 2, np.int32)], axis=1)  # ... <end>
     padded = np.concatenate([captions, np.zeros((3, 6), np.int32)], axis=1)  # + <pad> x 6
@@ -74,7 +76,7 @@ def test_loss_ignores_padding():
 
 
 def test_cross_entropy_is_the_mean_negative_log_likelihood_of_the_real_next_words():
-    model = build_model(CONFIG, alpha_c=0.0)
+    model = build_model(CONFIG, VOCAB, alpha_c=0.0)
     features, tokens = _inputs(steps=4)
     captions = np.concatenate([tokens, np.full((3, 1), 2, np.int32), np.zeros((3, 2), np.int32)], axis=1)
     captions[0, 3:] = [2, 0, 0, 0]  # a shorter first caption
@@ -85,7 +87,7 @@ def test_cross_entropy_is_the_mean_negative_log_likelihood_of_the_real_next_word
     real = targets != 0
     picked = np.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
     assert float(xent) == pytest.approx(-picked[real].mean(), rel=1e-5)
-    smoothed = build_model(CONFIG, alpha_c=0.0, label_smoothing=1e-9)  # the one-hot path, same weights
+    smoothed = build_model(CONFIG, VOCAB, alpha_c=0.0, label_smoothing=1e-9)  # the one-hot path, same weights
     smoothed.set_weights(model.get_weights())
     assert float(smoothed.caption_losses(features, captions, training=False)[1]) == pytest.approx(float(xent), rel=1e-5)
 
@@ -93,8 +95,8 @@ def test_cross_entropy_is_the_mean_negative_log_likelihood_of_the_real_next_word
 def test_attention_penalty_counts_only_with_lambda():
     features, tokens = _inputs()
     captions = np.concatenate([tokens, np.full((3, 1), 2, np.int32)], axis=1)
-    plain = build_model(CONFIG, alpha_c=0.0)
-    penalised = build_model(CONFIG, alpha_c=1.0)
+    plain = build_model(CONFIG, VOCAB, alpha_c=0.0)
+    penalised = build_model(CONFIG, VOCAB, alpha_c=1.0)
     penalised.set_weights(plain.get_weights())
     loss0, xent0, _ = plain.caption_losses(features, captions, training=False)
     loss1, xent1, _ = penalised.caption_losses(features, captions, training=False)
@@ -104,4 +106,21 @@ def test_attention_penalty_counts_only_with_lambda():
 
 def test_vocab_size_must_be_set():
     with pytest.raises(ValueError, match="vocab_size"):
-        build_model(dataclasses.replace(CONFIG, vocab_size=0))
+        build_model(CONFIG, 0)
+
+
+def test_attention_penalty_ignores_padded_steps():
+    """Eq. 14 sums alpha over the real steps only: padding after <end> changes neither term."""
+    model = build_model(CONFIG, VOCAB, alpha_c=1.0)
+    features, tokens = _inputs(steps=4)
+    captions = np.concatenate([tokens, np.full((3, 1), 2, np.int32)], axis=1)  # ... <end>
+    padded = np.concatenate([captions, np.zeros((3, 6), np.int32)], axis=1)  # + <pad> x 6
+    loss, xent, _ = model.caption_losses(features, captions)
+    loss_p, xent_p, _ = model.caption_losses(features, padded)
+    penalty, penalty_p = float(loss) - float(xent), float(loss_p) - float(xent_p)
+    assert penalty > 0.01  # 4 real steps: sum_t alpha_ti is far from 1 for most regions
+    assert penalty_p == pytest.approx(penalty, rel=1e-4)
+    # Without the mask the 6 padded steps would add attention to every region: a different penalty.
+    _, alphas = model.decoder(features, padded[:, :-1])
+    unmasked = np.mean(np.square(1.0 - np.sum(np.asarray(alphas), axis=1)))
+    assert abs(unmasked - penalty) > 0.01

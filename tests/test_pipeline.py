@@ -10,8 +10,11 @@ from captioner.pipeline import Captioner, ModelFolderError, check_folder
 
 def test_model_folder_holds_everything_and_no_pickle(tiny_model_dir):
     names = {p.name for p in tiny_model_dir.iterdir()}
-    assert {"config.json", "vocab.json", "encoder.weights.h5", "decoder.weights.h5", "metrics.json",
+    assert {"config.json", "vocab.json", "encoder.weights.json", "decoder.weights.json", "metrics.json",
             "README.md", "train_config.json"} <= names
+    shards = [p for p in tiny_model_dir.iterdir() if p.name.endswith(".weights.h5")]
+    assert {p.name.split("_")[0] for p in shards} == {"encoder", "decoder"}
+    assert all(p.stat().st_size < 10 * 10**6 for p in tiny_model_dir.iterdir())
     assert not [n for n in names if n.endswith((".pkl", ".pickle", ".keras"))]
     metrics = json.loads((tiny_model_dir / "metrics.json").read_text())
     assert set(metrics["test"]) == {"1", "3"} and metrics["test"]["3"]["bleu4"] > 0.9
@@ -21,10 +24,13 @@ def test_model_folder_holds_everything_and_no_pickle(tiny_model_dir):
 
 
 def test_config_round_trip(tmp_path):
-    config = ModelConfig(image_size=96, vocab_size=42, pixel_mean=(0.1, 0.2, 0.3))
+    config = ModelConfig(image_size=96, pixel_mean=(0.1, 0.2, 0.3))
     config.save(tmp_path / "c.json")
     assert ModelConfig.load(tmp_path / "c.json") == config
-    assert config.grid_size == 6
+    # Derived values are not stored: the vocabulary size comes from vocab.json, the width from the encoder.
+    assert "vocab_size" not in config.to_json() and "feature_dim" not in config.to_json()
+    # Folders written before that still load: their copies are ignored.
+    assert ModelConfig.from_dict({**json.loads(config.to_json()), "vocab_size": 42, "feature_dim": 512}) == config
     with pytest.raises(ValueError, match="unknown keys"):
         ModelConfig.from_dict({"image_size": 224, "colour": "red"})
 
@@ -34,8 +40,8 @@ def test_save_load_caption_again_is_identical(tmp_path, synthetic_data, tiny_cap
     shutil.copytree(tiny_model_dir, tmp_path / "copy")
     again = Captioner.load(tmp_path / "copy", compute_dtype="float32")
     for name in list(truth)[:3]:
-        a = tiny_captioner.caption(root / "Images" / name)
-        b = again.caption(root / "Images" / name)
+        a = tiny_captioner.describe(root / "Images" / name).caption
+        b = again.describe(root / "Images" / name).caption
         assert a.words == b.words and a.log_prob == b.log_prob
         np.testing.assert_array_equal(a.attention, b.attention)
 
@@ -43,8 +49,13 @@ def test_save_load_caption_again_is_identical(tmp_path, synthetic_data, tiny_cap
 @pytest.mark.parametrize("breakage, message", [
     (lambda d: (d / "vocab.json").unlink(), "missing vocab.json"),
     (lambda d: (d / "vocab.json").write_text(json.dumps({"words": ["<pad>", "<start>", "<end>", "<unk>", "x"]})),
-     "vocab_size"),
-    (lambda d: (d / "decoder.weights.h5").write_text("version https://git-lfs.github.com/spec/v1\n"), "LFS"),
+     r"decoder.weights.json: the weights do not fit .* \(5 words\)"),
+    (lambda d: (d / "vocab.json").write_text("{"), "vocab.json"),
+    (lambda d: next(d.glob("decoder_*.weights.h5")).write_text("version https://git-lfs.github.com/spec/v1\n"),
+     r"decoder_\d+.weights.h5 is a Git LFS pointer"),
+    (lambda d: (d / "encoder.weights.json").write_text("version https://git-lfs.github.com/spec/v1\n"),
+     "encoder.weights.json is a Git LFS pointer"),
+    (lambda d: next(d.glob("encoder_*.weights.h5")).unlink(), r"encoder.weights.json lists encoder_\d+.weights.h5, which is missing"),
     (lambda d: (d / "config.json").write_text(json.dumps({"image_size": 224, "bogus": 1})), "unknown keys"),
 ])
 def test_inconsistent_folders_fail_clearly(tmp_path, tiny_model_dir, breakage, message):
@@ -61,8 +72,8 @@ def test_weights_that_do_not_fit_the_config(tmp_path, tiny_model_dir):
     config = json.loads((folder / "config.json").read_text())
     config["lstm_units"] = 16
     (folder / "config.json").write_text(json.dumps(config))
-    check_folder(folder)  # the JSON files agree with each other ...
-    with pytest.raises(ModelFolderError, match="do not fit"):  # ... but not with the weights
+    check_folder(folder)  # the files are all there and readable ...
+    with pytest.raises(ModelFolderError, match="decoder.weights.json: the weights do not fit"):  # ... but do not fit
         Captioner.load(folder)
 
 

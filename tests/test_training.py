@@ -17,14 +17,14 @@ def test_batches_pad_to_buckets_and_depend_only_on_seed_and_epoch():
     b = CaptionBatches(features, rows, caps, 16, max_length=12, seed=1, epoch=0)
     assert a.dropped == sum(len(c) - 2 > 12 for c in caps)
     for i in range(len(a)):
-        fa, ca = a[i]
-        fb, cb = b[i]
+        fa, ca = a[i]["features"], a[i]["captions"]
+        cb = b[i]["captions"]
         np.testing.assert_array_equal(ca, cb)
         assert ca.shape[1] in (12, 15, 14)  # bucket + <start> + <end>
         assert (ca[:, 0] == 1).all() and fa.shape == (16, 4, 3)
-    first = [a[i][1].tolist() for i in range(len(a))]
+    first = [a[i]["captions"].tolist() for i in range(len(a))]
     a.on_epoch_end()
-    assert [a[i][1].tolist() for i in range(len(a))] != first
+    assert [a[i]["captions"].tolist() for i in range(len(a))] != first
 
 
 def test_resume_continues_after_a_finished_epoch(tmp_path, synthetic_data, encoder_weights, tiny_config):
@@ -49,7 +49,7 @@ def test_resume_continues_after_a_finished_epoch(tmp_path, synthetic_data, encod
         assert "optimizer" not in f and "decoder" in f
     assert (run / "history.png").stat().st_size > 1000
     assert len((run / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
-    assert json.loads((run / "config.json").read_text())["vocab_size"] == len(vocab)
+    assert json.loads((run / "vocab.json").read_text())["words"] == vocab.words
 
     # A run whose architecture differs refuses to resume.
     with pytest.raises(ValueError, match="different architecture"):

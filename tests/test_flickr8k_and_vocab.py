@@ -3,7 +3,8 @@ import json
 import pytest
 from synthetic import make_dataset
 
-from captioner.data import SPECIALS, Vocabulary, load_data, read_kaggle_captions, tokenize
+from captioner.flickr8k import load_data, read_kaggle_captions
+from captioner.vocab import SPECIALS, Vocabulary, tokenize
 
 
 def test_tokenize_lowercases_and_drops_punctuation():

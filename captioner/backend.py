@@ -1,0 +1,107 @@
+"""Everything that depends on the Keras backend, in one place.
+
+The layers, the decoders and the encoder are written once with ``keras.ops``
+and run under any Keras backend: TensorFlow is the default (and what the
+shipped model was trained with); CI also runs the model, decoding and
+save/load tests under JAX. What differs between backends lives here:
+
+- how a function that calls Keras layers is compiled (:func:`compile_function`:
+  ``tf.function`` under TensorFlow, ``jax.jit`` under JAX);
+- what only TensorFlow has: the ``tf.data`` pipeline that feeds ``fit``
+  (:func:`tf_dataset`) and the TFLite int8 encoder (:func:`int8_encode_function`).
+"""
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+
+
+def name() -> str:
+    return keras.backend.backend()
+
+
+def compile_function(fn, owner):
+    """``fn`` compiled once per input shape; ``owner`` is the layer (or model) whose weights it reads.
+
+    Under TensorFlow the graph reads the variables as they are when it runs.
+    Under JAX a jitted function would freeze the weights it saw when traced,
+    so the weights are passed in as arguments on every call (new weights after
+    ``load_weights`` or a training epoch are used at once, without retracing).
+    """
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True)
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def pure(values, *args):
+            with keras.StatelessScope(state_mapping=list(zip(owner.variables, values))):
+                return fn(*args)
+
+        return lambda *args: pure([v.value for v in owner.variables], *args)
+    return fn
+
+
+def to_numpy(x) -> np.ndarray:
+    return keras.ops.convert_to_numpy(x)
+
+
+def tf_dataset(one_epoch, signature: dict):
+    """A tf.data pipeline for ``fit`` over a Python generator of dict batches (TensorFlow only).
+
+    ``one_epoch()`` yields the batches of one epoch; ``signature`` maps each
+    key to (shape, dtype), with None for the sizes that change from batch to
+    batch (the batch and the caption length). Under other backends ``fit``
+    takes the generator itself.
+    """
+    import tensorflow as tf
+
+    specs = {key: tf.TensorSpec(shape, dtype) for key, (shape, dtype) in signature.items()}
+    return tf.data.Dataset.from_generator(one_epoch, output_signature=specs)
+
+
+def int8_encode_function(encoder, calibration: np.ndarray, threads: int | None = None):
+    """The encoder quantised to int8, as a function from photos (B, S, S, 3) to features (B, G, G, D).
+
+    TFLite's full-integer post-training quantisation: weights and activations
+    int8, with the activation ranges taken from ``calibration`` (preprocessed
+    photos, N x S x S x 3; the same photos give the same model), run by
+    TFLite's XNNPACK: about twice the bfloat16 speed on the 2-core machine of
+    the README (``benchmarks/extraction.py``), with BLEU kept
+    (``benchmarks/int8_encoder.py --bleu``). Extraction only; the app
+    captions single photos with the float encoder.
+    """
+    import tempfile
+
+    import tensorflow as tf
+
+    calibration = np.asarray(calibration, np.float32)
+    if calibration.ndim != 4 or not len(calibration):
+        raise ValueError("int8 quantisation needs at least one calibration photo (N, S, S, 3)")
+    size = calibration.shape[1]
+    with tempfile.TemporaryDirectory() as folder:
+        encoder.export(folder, format="tf_saved_model", verbose=False,
+                       input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([photo[None]] for photo in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        flatbuffer = converter.convert()
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=threads or os.cpu_count())
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+
+    def encode(pixels: np.ndarray) -> np.ndarray:
+        out = []
+        for photo in np.asarray(pixels, np.float32):  # TFLite runs one photo at a time
+            interpreter.set_tensor(source, photo[None])
+            interpreter.invoke()
+            out.append(interpreter.get_tensor(target))
+        return np.concatenate(out)
+
+    return encode
