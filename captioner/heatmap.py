@@ -19,16 +19,8 @@ DEFAULT_OPACITY = 0.6
 
 ROWS = ("upper", "middle", "lower")
 COLUMNS = ("left", "centre", "right")
-# Shares of the attention that make a place worth naming (see describe_attention).
-SOLE = 0.75  # one zone holds this much: "the centre"
-DOMINANT = 0.45  # one zone (or one band) holds this much, and twice the next: "mostly the lower left"
-BAND = 0.6  # one row or column holds this much, and twice the next: "mostly the top"
+SPREAD = 0.35  # half the attention needs more than this share of the photo: "spread across the photo"
 KEY_WIDTH = 256  # the colour key under the download grid
-
-_BAND_NAMES = {
-    ("row", 0): "the top", ("row", 1): "a band across the middle", ("row", 2): "the bottom",
-    ("column", 0): "the left side", ("column", 1): "a strip down the middle", ("column", 2): "the right side",
-}
 
 
 def zone_name(row: int, column: int) -> str:
@@ -38,46 +30,44 @@ def zone_name(row: int, column: int) -> str:
     return f"{ROWS[row]} {COLUMNS[column]}"
 
 
-def zone_shares(grid: np.ndarray) -> np.ndarray:
-    """The share of attention in each of the 3 x 3 zones (sums to 1; all zeros for an empty map).
+def half_area(grid: np.ndarray) -> float:
+    """The smallest share of the photo's area that holds half the attention (0.5 / G^2 .. 0.5).
 
-    Each grid cell is split into 3 x 3 sub-cells first, so a 14 x 14 grid
-    divides exactly and a cell on a zone border counts towards both zones.
+    How concentrated a map is: 0.01 is one small spot, 0.5 is perfectly even.
     """
-    grid = np.clip(np.nan_to_num(np.asarray(grid, np.float64)), 0, None)
-    if grid.ndim != 2 or grid.size == 0:
-        raise ValueError(f"an attention map must be a 2-D grid, not shape {grid.shape}")
-    total = grid.sum()
-    if total <= 0:
-        return np.zeros((3, 3))
-    fine = np.kron(grid / total, np.ones((3, 3)) / 9.0)  # (3H, 3W), each block of 3x3 sums to the cell
-    h, w = grid.shape
-    return fine.reshape(3, h, 3, w).sum(axis=(1, 3))
+    grid = _clean(grid)
+    weights = np.sort(grid, axis=None)[::-1] / grid.sum()
+    cells = int(np.searchsorted(np.cumsum(weights), 0.5 - 1e-9)) + 1  # cells needed to reach half
+    return cells / grid.size
 
 
 def describe_attention(grid: np.ndarray) -> str:
-    """Where the model looked, in words: "the centre", "mostly the lower left", "spread across the photo"."""
-    shares = zone_shares(grid)
-    if shares.sum() == 0:
+    """Where the model looked, in words specific to this map: the zone of its strongest cell and how
+    concentrated it is, "looked hardest at the lower left; half its attention on 4% of the photo"."""
+    grid = _clean(grid)
+    if grid.sum() <= 0:
         return "nowhere in particular"
-    order = np.argsort(-shares, axis=None, kind="stable")
-    first, second = shares.flat[order[0]], shares.flat[order[1]]
-    name = zone_name(*np.unravel_index(order[0], shares.shape))
-    if first >= SOLE:
-        return f"the {name}"
-    if first >= DOMINANT and first >= 2 * second:
-        return f"mostly the {name}"
-    for axis, kind in ((1, "row"), (0, "column")):
-        bands = shares.sum(axis=axis)
-        best = np.argsort(-bands, kind="stable")
-        if bands[best[0]] >= BAND and bands[best[0]] >= 2 * bands[best[1]]:
-            return f"mostly {_BAND_NAMES[(kind, int(best[0]))]}"
-    return "spread across the photo"
+    area = half_area(grid)
+    percent = f"{max(1, round(100 * area))}% of the photo"
+    if area > SPREAD:
+        return f"spread across the photo; half its attention on {percent}"
+    h, w = grid.shape
+    row, column = np.unravel_index(np.argmax(grid), grid.shape)
+    zone = zone_name(min(2, int(3 * (row + 0.5) / h)), min(2, int(3 * (column + 0.5) / w)))
+    return f"looked hardest at the {zone}; half its attention on {percent}"
 
 
 def alt_text(word: str, grid: np.ndarray) -> str:
-    """The text alternative of one word's heatmap: "dog: mostly the lower left"."""
+    """The text alternative of one word's heatmap: "dog: looked hardest at the lower left; half its
+    attention on 4% of the photo"."""
     return f"{word}: {describe_attention(grid)}"
+
+
+def _clean(grid: np.ndarray) -> np.ndarray:
+    grid = np.clip(np.nan_to_num(np.asarray(grid, np.float64)), 0, None)
+    if grid.ndim != 2 or grid.size == 0:
+        raise ValueError(f"an attention map must be a 2-D grid, not shape {grid.shape}")
+    return grid
 
 
 def upsample(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:

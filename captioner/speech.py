@@ -25,6 +25,8 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
+from .limits import clamp
+
 DEFAULT_RATE = 175  # words per minute, espeak-ng's own default
 MIN_RATE = 80
 MAX_RATE = 400
@@ -47,13 +49,6 @@ class SpeechStatus:
     message: str  # one sentence for the visitor
 
 
-def clamp_rate(rate) -> int:
-    """A speech rate in words per minute, limited to MIN_RATE..MAX_RATE; None gives the default."""
-    if rate is None:
-        return DEFAULT_RATE
-    return int(min(MAX_RATE, max(MIN_RATE, round(float(rate)))))
-
-
 def synthesize(text: str, path: str | Path, rate=DEFAULT_RATE, engines=ENGINES, timeout: float = TIMEOUT) -> str:
     """Speak ``text`` into the WAV file ``path``; return the name of the engine that did it.
 
@@ -65,7 +60,7 @@ def synthesize(text: str, path: str | Path, rate=DEFAULT_RATE, engines=ENGINES, 
     if len(text) > MAX_CHARS:
         raise SpeechError(f"The text is longer than {MAX_CHARS} characters.")
     path = Path(path).resolve()
-    rate = clamp_rate(rate)
+    rate = clamp(rate, MIN_RATE, MAX_RATE, DEFAULT_RATE, int)
     failures = []
     with _lock:
         for engine in engines:
@@ -217,7 +212,7 @@ def _child() -> int:
         print(f"pyttsx3 could not start: {failure}", file=sys.stderr)
         return 1
     request = json.loads(raw)
-    engine.setProperty("rate", clamp_rate(request["rate"]))
+    engine.setProperty("rate", clamp(request["rate"], MIN_RATE, MAX_RATE, DEFAULT_RATE, int))
     engine.save_to_file(request["text"], request["out"])
     engine.runAndWait()
     return 0

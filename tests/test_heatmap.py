@@ -16,56 +16,40 @@ def peak(size: int, row: int, column: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("row, column, expected", [
-    (12, 1, "the lower left"), (1, 12, "the upper right"), (7, 7, "the centre"), (6, 6, "the centre"),
-    (0, 7, "the upper centre"), (7, 0, "the middle left"), (13, 6, "the lower centre"),
+    (12, 1, "lower left"), (1, 12, "upper right"), (7, 7, "centre"), (6, 6, "centre"),
+    (0, 7, "upper centre"), (7, 0, "middle left"), (13, 6, "lower centre"),
 ])
-def test_a_single_peak_is_named_by_its_zone(row, column, expected):
-    assert heatmap.describe_attention(peak(14, row, column)) == expected
+def test_a_single_peak_is_named_by_its_zone_and_is_tightly_focused(row, column, expected):
+    assert heatmap.describe_attention(peak(14, row, column)) == (
+        f"looked hardest at the {expected}; half its attention on 1% of the photo")
 
 
 def test_uniform_attention_is_spread():
-    assert heatmap.describe_attention(np.full((14, 14), 1 / 196)) == "spread across the photo"
+    assert heatmap.describe_attention(np.full((14, 14), 1 / 196)) == (
+        "spread across the photo; half its attention on 50% of the photo")
 
 
-def test_two_equal_corners_are_spread_not_one_of_them():
-    grid = peak(14, 0, 0) + peak(14, 13, 13)
-    assert heatmap.describe_attention(grid) == "spread across the photo"
-
-
-def test_a_dominant_zone_with_some_spill_is_mostly_that_zone():
-    grid = np.full((14, 14), 0.4 / 196)  # 40% spread evenly
-    grid[10:14, 10:14] += 0.6 / 16  # 60% in the lower right
-    assert heatmap.describe_attention(grid) == "mostly the lower right"
-
-
-@pytest.mark.parametrize("rows, columns, expected", [
-    (slice(12, 14), slice(None), "mostly the bottom"),
-    (slice(0, 2), slice(None), "mostly the top"),
-    (slice(None), slice(0, 3), "mostly the left side"),
-    (slice(None), slice(5, 9), "mostly a strip down the middle"),
-])
-def test_a_band_is_named_when_no_single_zone_dominates(rows, columns, expected):
-    grid = np.zeros((14, 14))
-    grid[rows, columns] = 1.0
-    assert heatmap.describe_attention(grid) == expected
+def test_how_concentrated_a_map_is_tells_two_maps_of_one_zone_apart():
+    spot = np.full((14, 14), 0.2 / 196)
+    spot[6:8, 6:8] += 0.8 / 4  # 80% on 4 cells in the centre
+    band = np.zeros((14, 14))
+    band[5:9, :] = 1.0  # a band across the middle, 4 rows of 14
+    assert heatmap.half_area(spot) == pytest.approx(3 / 196)  # 2 cells hold 40%, 3 hold 60%
+    assert heatmap.half_area(band) == pytest.approx(28 / 196)
+    assert heatmap.describe_attention(spot) == "looked hardest at the centre; half its attention on 2% of the photo"
+    assert heatmap.describe_attention(band).endswith("half its attention on 14% of the photo")
+    assert heatmap.describe_attention(spot) != heatmap.describe_attention(band)
 
 
 def test_describe_works_on_any_grid_size_and_an_empty_map():
-    assert heatmap.describe_attention(peak(4, 3, 0)) == "the lower left"
+    assert heatmap.describe_attention(peak(4, 3, 0)) == "looked hardest at the lower left; half its attention on 6% of the photo"
     assert heatmap.describe_attention(np.zeros((4, 4))) == "nowhere in particular"
     with pytest.raises(ValueError):
         heatmap.describe_attention(np.zeros(16))
 
 
-def test_zone_shares_sum_to_one_and_split_border_cells():
-    shares = heatmap.zone_shares(peak(4, 1, 1))  # cell 1 of 4 straddles the first third
-    assert shares.sum() == pytest.approx(1.0)
-    assert shares[0, 0] == pytest.approx(1 / 9)
-    assert shares[1, 1] == pytest.approx(4 / 9)
-
-
 def test_alt_text_names_the_word_and_the_place():
-    assert heatmap.alt_text("dog", peak(14, 12, 1)) == "dog: the lower left"
+    assert heatmap.alt_text("dog", peak(14, 12, 1)) == "dog: looked hardest at the lower left; half its attention on 1% of the photo"
 
 
 def test_upsample_is_smooth_scaled_and_peaks_where_the_grid_does():

@@ -80,11 +80,14 @@ def test_concurrent_requests_are_serialised_and_all_succeed(tmp_path):
     assert results[0] > results[3]  # 200 wpm is slower than 350 wpm
 
 
-def test_rates_are_clamped_to_the_supported_range():
-    assert speech.clamp_rate(None) == speech.DEFAULT_RATE == 175
-    assert speech.clamp_rate(10) == speech.MIN_RATE
-    assert speech.clamp_rate(1000) == speech.MAX_RATE == 400
-    assert speech.clamp_rate("212.6") == 213
+@pytest.mark.parametrize("rate, expected", [(None, 175), (10, 80), (1000, 400), ("212.6", 213), ("fast", 175)])
+def test_rates_are_clamped_to_the_supported_range(tmp_path, rate, expected):
+    """One synthesis at the clamped rate (espeak-ng speaks faster for a higher rate)."""
+    assert (speech.DEFAULT_RATE, speech.MIN_RATE, speech.MAX_RATE) == (175, 80, 400)
+    path, reference = tmp_path / "x.wav", tmp_path / "ref.wav"
+    speech.synthesize(SENTENCE, path, rate=rate, engines=("espeak-ng",))
+    speech.synthesize(SENTENCE, reference, rate=expected, engines=("espeak-ng",))
+    assert speech.wav_duration(path) == pytest.approx(speech.wav_duration(reference), abs=0.02)
 
 
 def test_empty_or_overlong_text_is_refused(tmp_path):
