@@ -1,18 +1,15 @@
-"""What the web app does, in plain Python: ``app.py`` only wires these functions to Gradio.
+"""What the web app does, in plain Python: ``app.py`` only wires these to Gradio.
 
-A visitor's photo arrives as Gradio's raw file payload (the app asks Gradio
-not to preprocess it, so that :func:`captioner.image.load_image`, not PIL
-inside Gradio, meets every bad file and can explain what is wrong). Each
-function here returns what a component shows: live-region HTML, table HTML,
-gallery items, file paths. None of them needs a server, so tests call them
-directly.
+:class:`AppState` holds what the app keeps for all visitors: the captioner (or why there is none),
+recent results, a scratch folder and whether speech works. Each visitor's last caption is a
+:class:`Described`, kept by Gradio per visitor. A visitor's photo arrives as Gradio's raw file
+payload (the app asks Gradio not to preprocess it, so that :func:`captioner.image.load_image`, not PIL
+inside Gradio, meets every bad file and can explain what is wrong). Nothing here needs a server, so
+tests call it directly; the HTML comes from :mod:`captioner.views`.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
-import io
 import logging
 import tempfile
 import threading
@@ -20,23 +17,26 @@ import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from . import heatmap, speech
+from . import heatmap, speech, views
 from .decoding import Caption
-from .image import ImageError
+from .image import ImageError, load_image
+from .limits import clamp
 from .pipeline import Captioner, ModelFolderError
 
 log = logging.getLogger(__name__)
 
 MIN_BEAM, MAX_BEAM = 1, 10
 DISPLAY_SIDE = 448  # longer side of the photo under each heatmap in the gallery
-IDLE_MESSAGE = "No photo described yet. Choose a photo, then press Caption."
+IDLE_MESSAGE = "No photo chosen yet. Choose a photo, then press Caption."
 BUSY_MESSAGE = "Describing the photo…"  # announced at once, so the visitor knows the button worked
+REMOVED_MESSAGE = "Photo removed. Choose a photo, then press Caption."
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the photo on its side
 
 
 class ModelUnavailable(RuntimeError):
@@ -50,6 +50,17 @@ class Described:
     photo: Image.Image  # upright RGB, at most DISPLAY_SIDE pixels on its longer side
     caption: Caption
     hedged: str  # "Probably a dog running on grass."
+
+
+@dataclass
+class Everything:
+    """A caption with all that goes with it: what the /describe API endpoint returns."""
+
+    described: Described
+    alt_texts: list[str]  # where the model looked for each word, in words
+    grid: Path  # one PNG: the caption, the photo and a labelled heatmap per word
+    audio: Path | None  # the hedged caption read aloud; None if speech failed
+    speech_note: str  # why there is no audio, or ""
 
 
 def load_captioner(folder: str | Path) -> tuple[Captioner | None, str | None]:
@@ -81,11 +92,12 @@ def photo_source(payload):
     return payload
 
 
-def clamp_beam(beam_size, default: int) -> int:
-    """A beam width in MIN_BEAM..MAX_BEAM; None gives ``default``."""
-    if beam_size is None:
-        return default
-    return int(min(MAX_BEAM, max(MIN_BEAM, round(float(beam_size)))))
+def photo_name(payload) -> str:
+    """The name the visitor knows the photo by: the uploaded file's own name, else the file's."""
+    if isinstance(payload, dict) and payload.get("orig_name"):
+        return str(payload["orig_name"])
+    source = photo_source(payload)
+    return Path(source).name if isinstance(source, (str, Path)) else "the photo"
 
 
 class Recent:
@@ -128,108 +140,6 @@ class Recent:
                 self._items.popitem(last=False)
 
 
-def describe(captioner: Captioner | None, source, beam_size=None, load_error: str | None = None,
-             recent: Recent | None = None) -> Described:
-    """Caption one photo with the top-5 words per step. Raises ImageError or ModelUnavailable.
-
-    With ``recent``, a photo captioned before at the same beam width is not captioned again.
-    """
-    if captioner is None:
-        raise ModelUnavailable(load_error or "No captioning model is loaded.")
-    beam_size = clamp_beam(beam_size, captioner.config.beam_size)
-    key = recent.key(source, beam_size) if recent is not None else None
-    if key is not None and (kept := recent.get(key)) is not None:
-        return kept
-    done = captioner.describe(source, beam_size, with_steps=True)
-    described = Described(heatmap.fit(done.photo, DISPLAY_SIDE), done.caption, done.hedged)
-    if key is not None:
-        recent.put(key, described)
-    return described
-
-
-def live_html(text: str, kind: str = "caption") -> str:
-    """The live region: large text that screen readers announce without moving focus.
-
-    ``kind`` is "caption", "error" or "idle" (a CSS class). The text is HTML-escaped.
-    """
-    if kind not in ("caption", "error", "idle"):
-        raise ValueError(f"unknown kind {kind!r}")
-    return (f'<div class="live-caption {kind}" role="status" aria-live="polite" aria-atomic="true">'
-            f"{html.escape(text)}</div>")
-
-
-def _word(word: str) -> str:
-    return "(end of caption)" if word == "<end>" else word
-
-
-def _percent(p: float) -> str:
-    return "under 0.1%" if p < 0.0005 else f"{100 * p:.1f}%"
-
-
-def beams_table(caption: Caption) -> str:
-    """HTML table of the finished beam candidates, best first, with their scores."""
-    rows = []
-    for rank, cand in enumerate([caption] + caption.alternatives, start=1):
-        finished = "yes" if cand.ended else "no, cut off at the length limit"
-        rows.append(f"<tr><td>{rank}</td><td>{html.escape(cand.text)}</td><td>{cand.score:.3f}</td>"
-                    f"<td>{cand.log_prob:.3f}</td><td>{finished}</td></tr>")
-    return ('<table class="teacher-table"><caption>Beam candidates, best first. Score is the '
-            "log-probability divided by length to the power of the length penalty.</caption>"
-            '<thead><tr><th scope="col">Rank</th><th scope="col">Caption</th><th scope="col">Score</th>'
-            '<th scope="col">Log-probability</th><th scope="col">Finished</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>")
-
-
-def steps_table(caption: Caption) -> str:
-    """HTML table: at each step of the chosen caption, the five likeliest next words and their probabilities."""
-    if not caption.steps:
-        return "<p>No step-by-step probabilities were recorded for this caption.</p>"
-    chosen = caption.words + ["<end>"]
-    width = max(len(step) for step in caption.steps)
-    head = "".join(f'<th scope="col">Choice {k}</th>' for k in range(1, width + 1))
-    rows = []
-    for index, step in enumerate(caption.steps):
-        cells = "".join(f"<td>{html.escape(_word(w))} {_percent(p)}</td>" for w, p in step)
-        cells += "<td></td>" * (width - len(step))
-        rows.append(f"<tr><td>{index + 1}</td><td>{html.escape(_word(chosen[index]))}</td>{cells}</tr>")
-    return ('<table class="teacher-table"><caption>The five likeliest next words at each step, with their '
-            "probabilities</caption>"
-            f'<thead><tr><th scope="col">Step</th><th scope="col">Chosen word</th>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>")
-
-
-def alt_texts(described: Described) -> list[str]:
-    """One text alternative per word: "dog: mostly the lower left"."""
-    return [heatmap.alt_text(word, grid) for word, grid in zip(described.caption.words, described.caption.attention)]
-
-
-def heatmap_items(described: Described, opacity: float = heatmap.DEFAULT_OPACITY) -> list[tuple[Image.Image, str]]:
-    """Each word's heatmap over the photo, with its alt text."""
-    return [(heatmap.overlay(described.photo, grid, opacity), text)
-            for grid, text in zip(described.caption.attention, alt_texts(described))]
-
-
-def data_url(image: Image.Image) -> str:
-    """An image as a ``data:`` URL (JPEG), so the page needs no file route for it."""
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)  # ~5x faster to encode than WebP at this size
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def gallery_html(words: list[str], items: list[tuple[Image.Image, str]]) -> str:
-    """The heatmap gallery: one figure per word (alt text on the image, the word below it), then
-    the alt texts again as an ordered list, so that everyone can read where the model looked."""
-    if not items:
-        return ""
-    figures = "".join(
-        f'<figure class="heatmap"><img src="{data_url(image)}" alt="{html.escape(text)}" '
-        f'width="{image.width}" height="{image.height}"><figcaption>{index}. {html.escape(word)}</figcaption></figure>'
-        for index, (word, (image, text)) in enumerate(zip(words, items), start=1))
-    listed = "".join(f"<li>{html.escape(text)}</li>" for _, text in items)
-    return (f'<div class="heatmap-grid">{figures}</div>'
-            f'<h3 class="alt-heading">Where the model looked for each word</h3><ol class="alt-list">{listed}</ol>')
-
-
 class Scratch:
     """A private temporary folder for files handed to Gradio (which copies them to its cache).
 
@@ -251,88 +161,155 @@ class Scratch:
         return self.root / f"{uuid.uuid4().hex}{suffix}"
 
 
-def save_grid(described: Described, scratch: Scratch, opacity: float = heatmap.DEFAULT_OPACITY) -> Path:
-    """Write the combined heatmap image (caption, photo, one panel per word, colour key) as a PNG."""
-    path = scratch.path(".png")
-    image = heatmap.grid_image(described.photo, described.caption.words, described.caption.attention,
-                               title=described.hedged, opacity=opacity)
-    image.save(path, compress_level=1)  # optimize=True costs ~0.35 s for 15% less
-    return path
+def alt_texts(described: Described) -> list[str]:
+    """One text alternative per word: "dog: looked hardest at the lower left; ..."."""
+    return [heatmap.alt_text(word, grid) for word, grid in zip(described.caption.words, described.caption.attention)]
 
 
-def speak(text: str, rate, scratch: Scratch) -> Path:
-    """Read ``text`` aloud into a new WAV file. Raises speech.SpeechError."""
-    path = scratch.path(".wav")
-    speech.synthesize(text, path, rate)
-    return path
+def heatmap_items(described: Described, opacity: float = heatmap.DEFAULT_OPACITY) -> list[tuple[Image.Image, str]]:
+    """Each word's heatmap over the photo, with its alt text."""
+    return [(heatmap.overlay(described.photo, grid, opacity), text)
+            for grid, text in zip(described.caption.attention, alt_texts(described))]
 
 
 def clamp_opacity(opacity) -> float:
-    """An overlay opacity in 0..1; None gives the default."""
-    if opacity is None:
-        return heatmap.DEFAULT_OPACITY
-    return min(1.0, max(0.0, float(opacity)))
-
-
-def caption_view(captioner: Captioner | None, payload, beam_size, load_error: str | None = None,
-                 recent: Recent | None = None):
-    """The Caption button: (live-region HTML, Described or None, beams table HTML, steps table HTML).
-
-    Every failure becomes a message in the live region; nothing is raised.
-    """
-    try:
-        described = describe(captioner, photo_source(payload), beam_size, load_error, recent)
-    except (ImageError, ModelUnavailable) as exc:
-        return live_html(str(exc), "error"), None, "", ""
-    except Exception:  # the page must answer, whatever broke; the log keeps the traceback
-        log.exception("captioning failed")
-        return live_html("Sorry, something went wrong while describing this photo. Please try again.",
-                         "error"), None, "", ""
-    return (live_html(described.hedged), described, beams_table(described.caption),
-            steps_table(described.caption))
+    """An overlay opacity in 0..1 (the one clamp); None gives the default."""
+    return clamp(opacity, 0.0, 1.0, heatmap.DEFAULT_OPACITY)
 
 
 @dataclass
-class Everything:
-    """A caption with all that goes with it: what the /describe API endpoint returns."""
+class AppState:
+    """What the app keeps for every visitor: the model (or why there is none) and its helpers.
 
-    described: Described
-    alt_texts: list[str]  # where the model looked for each word, in words
-    grid: Path  # one PNG: the caption, the photo and a labelled heatmap per word
-    audio: Path | None  # the hedged caption read aloud; None if speech failed
-    speech_note: str  # why there is no audio, or ""
-
-
-def describe_everything(captioner: Captioner | None, source, beam_size, opacity, rate, scratch: Scratch,
-                        load_error: str | None = None, recent: Recent | None = None) -> Everything:
-    """Caption, heatmaps and speech in one go; speech is made in a child process while the heatmap
-    grid is drawn. Raises ImageError or ModelUnavailable; a speech failure only leaves the audio out.
-
-    The heatmaps come as one image (a client downloads two files, not one per word);
-    :func:`heatmap_items` gives them one by one.
+    ``speech_status`` None means speech was not checked; the page then offers it and reports a failure
+    when it happens.
     """
-    described = describe(captioner, source, beam_size, load_error, recent)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        voice = pool.submit(speech_view, described, rate, scratch)
-        grid = save_grid(described, scratch, clamp_opacity(opacity))
-        audio, note = voice.result()
-    return Everything(described, alt_texts(described), grid, audio, note)
+
+    captioner: Captioner | None
+    load_error: str | None = None
+    examples: list[str] = field(default_factory=list)
+    speech_status: speech.SpeechStatus | None = None
+    recent: Recent = field(default_factory=Recent)
+    scratch: Scratch = field(default_factory=Scratch)
+
+    @property
+    def default_beam(self) -> int:
+        from .config import ModelConfig
+
+        return (self.captioner.config if self.captioner else ModelConfig()).beam_size
+
+    @property
+    def speech_available(self) -> bool:
+        return self.speech_status is None or self.speech_status.available
+
+    # --- the model ---------------------------------------------------------------------------
+
+    def describe(self, source, beam_size=None) -> Described:
+        """Caption one photo with the top-5 words per step. Raises ImageError or ModelUnavailable.
+
+        A photo captioned lately at the same beam width is not captioned again.
+        """
+        if self.captioner is None:
+            raise ModelUnavailable(self.load_error or "No captioning model is loaded.")
+        beam_size = clamp(beam_size, MIN_BEAM, MAX_BEAM, self.default_beam, int)
+        key = self.recent.key(source, beam_size)
+        if key is not None and (kept := self.recent.get(key)) is not None:
+            return kept
+        done = self.captioner.describe(source, beam_size, with_steps=True)
+        described = Described(heatmap.fit(done.photo, DISPLAY_SIDE), done.caption, done.hedged)
+        if key is not None:
+            self.recent.put(key, described)
+        return described
+
+    def describe_everything(self, source, beam_size=None, opacity=None, rate=None) -> Everything:
+        """Caption, heatmaps and speech in one go; speech is made in a child process while the heatmap
+        grid is drawn. Raises ImageError or ModelUnavailable; a speech failure only leaves the audio out.
+
+        The heatmaps come as one image (a client downloads two files, not one per word);
+        :func:`heatmap_items` gives them one by one.
+        """
+        described = self.describe(source, beam_size)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            voice = pool.submit(self.speech_view, described, rate)
+            grid = self.save_grid(described, opacity)
+            audio, note = voice.result()
+        return Everything(described, alt_texts(described), grid, audio, note)
+
+    # --- files -------------------------------------------------------------------------------
+
+    def save_grid(self, described: Described, opacity=None) -> Path:
+        """Write the combined heatmap image (caption, photo, one panel per word, colour key) as a PNG."""
+        path = self.scratch.path(".png")
+        image = heatmap.grid_image(described.photo, described.caption.words, described.caption.attention,
+                                   title=described.hedged, opacity=clamp_opacity(opacity))
+        image.save(path, compress_level=1)  # optimize=True costs ~0.35 s for 15% less
+        return path
+
+    def speak(self, text: str, rate=None) -> Path:
+        """Read ``text`` aloud into a new WAV file. Raises speech.SpeechError."""
+        path = self.scratch.path(".wav")
+        speech.synthesize(text, path, rate)
+        return path
+
+    # --- the page's handlers: they never raise ---------------------------------------------
+
+    def chosen_view(self, payload) -> tuple[str, bool]:
+        """A photo was chosen (or removed): (live-region HTML saying so, whether it can be captioned).
+
+        The photo is read now, so that a file that is not a photo is reported at once, not after Caption.
+        """
+        source = photo_source(payload)
+        if source is None:
+            return views.live_html(REMOVED_MESSAGE, "idle"), False
+        name = photo_name(payload)
+        try:
+            image = load_image(source, target_size=224)  # a large JPEG is checked at a reduced scale: fast
+            width, height = _upright_size(source) if isinstance(source, (str, Path)) else image.size
+        except ImageError as exc:
+            return views.live_html(f"{name} cannot be described: {exc} Choose another photo.", "error"), False
+        return views.live_html(f"Photo chosen: {name}, {width} by {height} pixels. "
+                               "Press Caption to describe it.", "idle"), True
+
+    def caption_view(self, payload, beam_size) -> tuple[str, Described | None, str]:
+        """The Caption button: (live-region HTML, Described or None, teacher view HTML).
+
+        Every failure becomes a message in the live region; nothing is raised.
+        """
+        try:
+            described = self.describe(photo_source(payload), beam_size)
+        except (ImageError, ModelUnavailable) as exc:
+            return views.live_html(str(exc), "error"), None, views.teacher_html(None)
+        except Exception:  # the page must answer, whatever broke; the log keeps the traceback
+            log.exception("captioning failed")
+            return (views.live_html("Sorry, something went wrong while describing this photo. Please try again.",
+                                    "error"), None, views.teacher_html(None))
+        return views.live_html(described.hedged), described, views.teacher_html(described.caption)
+
+    def heatmaps_view(self, described: Described | None, opacity) -> tuple[str, Path | None]:
+        """Heatmaps for the visitor's last caption: (gallery HTML, combined grid PNG path), or ("", None)."""
+        if described is None:
+            return "", None
+        opacity = clamp_opacity(opacity)
+        return views.gallery_html(heatmap_items(described, opacity)), self.save_grid(described, opacity)
+
+    def speech_view(self, described: Described | None, rate) -> tuple[Path | None, str]:
+        """Speech for the visitor's last caption: (WAV path or None, a note for the page)."""
+        if described is None:
+            return None, ""
+        try:
+            return self.speak(described.hedged, rate), ""
+        except speech.SpeechError as exc:
+            return None, f"Reading aloud failed: {exc} The caption is shown above."
 
 
-def heatmaps_view(described: Described | None, opacity, scratch: Scratch) -> tuple[str, Path | None]:
-    """Heatmaps for the visitor's last caption: (gallery HTML, combined grid PNG path), or ("", None)."""
-    if described is None:
-        return "", None
-    opacity = clamp_opacity(opacity)
-    items = heatmap_items(described, opacity)
-    return gallery_html(described.caption.words, items), save_grid(described, scratch, opacity)
+def _upright_size(source) -> tuple[int, int]:
+    """(width, height) of a photo file as it is shown: read from its header, turned by its EXIF orientation."""
+    with Image.open(source) as image:
+        width, height = image.size
+        orientation = image.getexif().get(0x0112)
+    return (height, width) if orientation in SWAPPED_ORIENTATIONS else (width, height)
 
 
-def speech_view(described: Described | None, rate, scratch: Scratch) -> tuple[Path | None, str]:
-    """Speech for the visitor's last caption: (WAV path or None, a note for the page)."""
-    if described is None:
-        return None, ""
-    try:
-        return speak(described.hedged, rate, scratch), ""
-    except speech.SpeechError as exc:
-        return None, f"Reading aloud failed: {exc} The caption is shown above."
+__all__ = ["AppState", "Described", "Everything", "ImageError", "ModelUnavailable", "Recent", "Scratch",
+           "alt_texts", "clamp_opacity", "example_label", "example_photos", "heatmap_items", "load_captioner",
+           "photo_name", "photo_source"]

@@ -3,16 +3,13 @@ through gradio_client against the app served on 127.0.0.1, and a check that it n
 from __future__ import annotations
 
 import html
-import importlib.util
 import io
+import importlib.util
 import json
 import os
-import socket
-import struct
 import subprocess
 import sys
 import textwrap
-import zlib
 from pathlib import Path
 from unittest import mock
 
@@ -20,37 +17,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner import app_logic, speech
+from captioner import app_logic, speech, views
 from captioner.image import MAX_FILE_BYTES
+from captioner.limits import clamp
+from helpers import BANDS, NOT_A_PHOTO, TRUTH, bomb_png, encoded, free_port, red_circle
 from synthetic import shape_photo
 
 ROOT = Path(__file__).resolve().parent.parent
-TRUTH = "a red circle on a blue background"
-BANDS = ("Probably ", "Possibly ", "I'm not sure; it may be ")
 
 
 # --- photos, good and bad ------------------------------------------------------------------------
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def bomb_png() -> bytes:
-    """A PNG header claiming 30,000 x 30,000 pixels (a decompression bomb), with almost no data."""
-    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + _png_chunk(b"IEND", b""))
-
-
-def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def red_circle() -> Image.Image:
-    return shape_photo("red", "circle", "blue")
-
 
 def variants() -> dict[str, bytes]:
     """Unusual but valid photos: each must be captioned."""
@@ -74,7 +50,7 @@ def bad_inputs() -> dict[str, tuple[bytes, str]]:
     """Files that cannot be captioned, each with words its message must contain."""
     jpeg = encoded(red_circle(), "JPEG", quality=95)
     return {
-        "notes.jpg": (b"These are my holiday notes, not a photo.\n" * 20, "not a photo"),
+        "notes.jpg": (NOT_A_PHOTO, "not a photo"),
         "corrupt.jpg": (jpeg[: len(jpeg) // 2], "damaged or incomplete"),
         "tiny.png": (encoded(Image.new("RGB", (1, 1), "red"), "PNG"), "1 x 1 pixels, too small"),
         "bomb.png": (bomb_png(), "too many pixels"),
@@ -98,33 +74,50 @@ def status_text(live: str) -> str:
     return html.unescape(live.split(">", 1)[1].rsplit("</div>", 1)[0])
 
 
+@pytest.fixture
+def state(tiny_captioner, tmp_path):
+    return app_logic.AppState(tiny_captioner, scratch=app_logic.Scratch(tmp_path / "scratch"))
+
+
 # --- handlers, called directly ---------------------------------------------------------------
 
-def test_caption_view_fills_the_live_region_tables_and_state(tiny_captioner, tmp_path):
-    live, described, beams, steps = app_logic.caption_view(tiny_captioner, payload(
+def test_caption_view_fills_the_live_region_the_teacher_view_and_the_state(state, tmp_path):
+    live, described, teacher = state.caption_view(payload(
         write(tmp_path, "photo.jpg", encoded(red_circle(), "JPEG", quality=95))), 3)
     assert 'class="live-caption caption"' in live
     text = status_text(live)
     assert text.startswith(BANDS) and text.endswith(f"{TRUTH}.")
     assert described.caption.text == TRUTH and described.hedged == text
     assert max(described.photo.size) <= app_logic.DISPLAY_SIDE
+    beams, steps = teacher.split("</table>")[:2]
     assert beams.count("<tr><td>") == 1 + len(described.caption.alternatives) == 3
     assert f"<td>{TRUTH}</td>" in beams
     assert steps.count("<tr><td>") == len(TRUTH.split()) + 1  # every word, then the end
     assert "<td>(end of caption)</td>" in steps
 
 
-@pytest.mark.parametrize("beam", [1, 3, 10, 0, 99, None, "4"])
-def test_any_beam_width_is_clamped_and_captions(tiny_captioner, beam):
-    described = app_logic.describe(tiny_captioner, red_circle(), beam)
+@pytest.mark.parametrize("beam", [1, 3, 10, 0, 99, None, "4", 2.6, "wide"])
+def test_any_beam_width_is_clamped_and_captions(state, beam):
+    described = state.describe(red_circle(), beam)
     assert described.caption.text == TRUTH
-    expected = {None: tiny_captioner.config.beam_size, 0: 1, 99: 10, "4": 4}.get(beam, beam)
+    default = state.captioner.config.beam_size
+    expected = {None: default, 0: 1, 99: 10, "4": 4, 2.6: 3, "wide": default}.get(beam, beam)
     assert 1 + len(described.caption.alternatives) == expected  # one finished caption per beam
 
 
+@pytest.mark.parametrize("value, low, high, default, kind, expected", [
+    (None, 1, 10, 3, int, 3), ("", 1, 10, 3, int, 3), ("x", 1, 10, 3, int, 3), (float("nan"), 0, 1, 0.6, float, 0.6),
+    (0, 1, 10, 3, int, 1), (11, 1, 10, 3, int, 10), ("4.6", 1, 10, 3, int, 5), (1.5, 0.0, 1.0, 0.6, float, 1.0),
+    (-2, 0.0, 1.0, 0.6, float, 0.0), ("0.25", 0.0, 1.0, 0.6, float, 0.25), (212.6, 80, 400, 175, int, 213),
+])
+def test_one_clamp_for_every_number(value, low, high, default, kind, expected):
+    result = clamp(value, low, high, default, kind)
+    assert result == expected and type(result) is kind
+
+
 @pytest.mark.parametrize("name", sorted(variants()))
-def test_unusual_but_valid_photos_are_captioned(tiny_captioner, tmp_path, name):
-    live, described, _, _ = app_logic.caption_view(tiny_captioner, payload(write(tmp_path, name, variants()[name])), 3)
+def test_unusual_but_valid_photos_are_captioned(state, tmp_path, name):
+    live, described, _ = state.caption_view(payload(write(tmp_path, name, variants()[name])), 3)
     assert 'class="live-caption caption"' in live, status_text(live)
     assert described is not None and status_text(live).startswith(BANDS)
     if name != "sixteen_bit.png":  # grey: the colours are gone, so the words may differ
@@ -132,110 +125,137 @@ def test_unusual_but_valid_photos_are_captioned(tiny_captioner, tmp_path, name):
 
 
 @pytest.mark.parametrize("name", sorted(bad_inputs()))
-def test_bad_files_get_a_clear_message_in_the_live_region(tiny_captioner, tmp_path, name):
+def test_bad_files_get_a_clear_message_in_the_live_region(state, tmp_path, name):
     data, words = bad_inputs()[name]
-    live, described, beams, steps = app_logic.caption_view(tiny_captioner, payload(write(tmp_path, name, data)), 3)
+    live, described, teacher = state.caption_view(payload(write(tmp_path, name, data)), 3)
     assert 'class="live-caption error"' in live
     assert words in status_text(live)
-    assert "Traceback" not in live and described is None and beams == steps == ""
+    assert "Traceback" not in live and described is None and "<table" not in teacher
+
+
+@pytest.mark.parametrize("name", sorted(bad_inputs()))
+def test_a_bad_file_is_reported_as_soon_as_it_is_chosen(state, tmp_path, name):
+    data, words = bad_inputs()[name]
+    live, ok = state.chosen_view(payload(write(tmp_path, name, data)))
+    assert not ok and 'class="live-caption error"' in live
+    assert status_text(live).startswith(f"{name} cannot be described: ") and words in status_text(live)
+    assert status_text(live).endswith("Choose another photo.")
+
+
+def test_choosing_a_photo_announces_its_name_and_upright_size(state, tmp_path):
+    live, ok = state.chosen_view(payload(write(tmp_path, "wide.png", encoded(Image.new("RGB", (640, 480)), "PNG"))))
+    assert ok and status_text(live) == "Photo chosen: wide.png, 640 by 480 pixels. Press Caption to describe it."
+    turned = Image.new("RGB", (640, 480))
+    exif = turned.getexif()
+    exif[0x0112] = 6  # shown turned a quarter: 480 wide, 640 high
+    live, ok = state.chosen_view(payload(write(tmp_path, "upright.jpg", encoded(turned, "JPEG", exif=exif))))
+    assert ok and "upright.jpg, 480 by 640 pixels" in status_text(live)
+    example = write(tmp_path, "red_circle.png", encoded(red_circle(), "PNG"))
+    assert "Photo chosen: red_circle.png, " in status_text(state.chosen_view(str(example))[0])  # an example: a path
+    live, ok = state.chosen_view(None)
+    assert not ok and status_text(live) == app_logic.REMOVED_MESSAGE
 
 
 @pytest.mark.parametrize("empty", [None, {"path": None}])
-def test_an_empty_submit_asks_for_a_photo(tiny_captioner, empty):
-    live, described, _, _ = app_logic.caption_view(tiny_captioner, empty, 3)
+def test_an_empty_submit_asks_for_a_photo(state, empty):
+    live, described, _ = state.caption_view(empty, 3)
     assert "No photo was given" in status_text(live) and described is None
 
 
-def test_an_unexpected_failure_is_reported_without_a_traceback(tiny_captioner, monkeypatch, caplog):
+def test_an_unexpected_failure_is_reported_without_a_traceback(state, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("TensorFlow fell over")
 
-    monkeypatch.setattr(tiny_captioner, "caption_features", broken)
-    live, described, _, _ = app_logic.caption_view(tiny_captioner, red_circle(), 3)
+    monkeypatch.setattr(state.captioner, "caption_features", broken)
+    live, described, _ = state.caption_view(red_circle(), 3)
     assert status_text(live) == "Sorry, something went wrong while describing this photo. Please try again."
     assert described is None and "TensorFlow fell over" in caplog.text
 
 
 def test_the_live_region_escapes_html():
-    live = app_logic.live_html('<img src=x onerror="alert(1)"> & more')
+    live = views.live_html('<img src=x onerror="alert(1)"> & more')
     assert "<img" not in live and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; &amp; more" in live
     with pytest.raises(ValueError):
-        app_logic.live_html("x", "shout")
+        views.live_html("x", "shout")
 
 
-def test_tables_escape_the_words(tiny_captioner):
-    described = app_logic.describe(tiny_captioner, red_circle(), 3)
+def test_tables_escape_the_words(state):
+    described = state.describe(red_circle(), 3)
     described.caption.words[0] = "<b>"
     described.caption.steps[0][0] = ("<script>", 0.5)
-    assert "<b>" not in app_logic.beams_table(described.caption)
-    assert "<script>" not in app_logic.steps_table(described.caption)
-    assert "&lt;script&gt; 50.0%" in app_logic.steps_table(described.caption)
+    assert "<b>" not in views.beams_table(described.caption)
+    assert "<script>" not in views.steps_table(described.caption)
+    assert "&lt;script&gt; 50.0%" in views.steps_table(described.caption)
+    assert "<table" not in views.teacher_html(None)
 
 
 def test_without_a_model_the_app_explains_what_to_do(tmp_path):
     captioner, error = app_logic.load_captioner(tmp_path / "no_model_here")
     assert captioner is None and "does not exist" in error and "CAPTIONER_MODEL" in error
-    live, described, _, _ = app_logic.caption_view(None, red_circle(), 3, error)
+    live, described, _ = app_logic.AppState(None, error).caption_view(red_circle(), 3)
     assert status_text(live) == error and described is None
 
 
-def test_heatmaps_view_gives_one_figure_with_alt_text_per_word_and_a_grid_png(tiny_captioner, tmp_path):
-    described = app_logic.describe(tiny_captioner, red_circle(), 3)
-    scratch = app_logic.Scratch(tmp_path / "scratch")
-    gallery, grid = app_logic.heatmaps_view(described, 0.6, scratch)
+def test_heatmaps_say_each_words_place_once_and_come_as_a_grid_png(state):
+    described = state.describe(red_circle(), 3)
+    gallery, grid = state.heatmaps_view(described, 0.6)
     texts = app_logic.alt_texts(described)
     assert len(texts) == len(TRUTH.split())
     assert [t.split(":")[0] for t in texts] == TRUTH.split()
-    assert gallery.count("<figure") == len(texts)
-    for index, (word, text) in enumerate(zip(TRUTH.split(), texts), start=1):
-        assert f'alt="{text}"' in gallery and f"<figcaption>{index}. {word}</figcaption>" in gallery
-        assert f"<li>{text}</li>" in gallery
+    assert gallery.count("<li") == gallery.count("<img") == len(texts) and "<figure" not in gallery
+    assert gallery.count('alt=""') == len(texts)  # the pictures are decorative: the text says it all
+    for text in texts:
+        # once per word ("a" comes twice), not as a label, an alt text and a list item again
+        assert gallery.count(f">{html.escape(text)}<") == texts.count(text)
     with Image.open(grid) as image:
         assert image.format == "PNG" and image.width > described.photo.width
-    faint, _ = app_logic.heatmaps_view(described, 0.0, scratch)
-    assert faint != gallery  # the opacity slider changes the pictures
-    assert app_logic.heatmaps_view(None, 0.6, scratch) == ("", None)
+    faint, _ = state.heatmaps_view(described, 0.0)
+    assert faint != gallery  # the opacity changes the pictures
+    assert state.heatmaps_view(None, 0.6) == ("", None)
 
 
-def test_speech_view_reads_the_hedged_caption(tiny_captioner, tmp_path):
-    described = app_logic.describe(tiny_captioner, red_circle(), 3)
-    path, note = app_logic.speech_view(described, 250, app_logic.Scratch(tmp_path))
+def test_the_spoken_caption_is_a_named_player_with_one_download(state, tmp_path):
+    described = state.describe(red_circle(), 3)
+    path, note = state.speech_view(described, 250)
     assert note == "" and speech.wav_duration(path) > 1.0
-    assert app_logic.speech_view(None, 250, app_logic.Scratch(tmp_path)) == (None, "")
+    player = views.audio_html(path, autoplay=True)
+    assert player.count("<audio") == 1 and 'aria-label="Spoken caption"' in player and " autoplay" in player
+    assert player.count("<a ") == 1 and "<button" not in player and "Download the spoken caption (WAV)" in player
+    assert " autoplay" not in views.audio_html(path) and views.audio_html(None) == ""
+    assert state.speech_view(None, 250) == (None, "")
 
 
-def test_speech_failure_leaves_a_note_not_an_error(tiny_captioner, tmp_path, monkeypatch):
+def test_speech_failure_leaves_a_note_not_an_error(state, monkeypatch):
     def fail(*args, **kwargs):
         raise speech.SpeechError("No speech engine could read this aloud (espeak-ng: not installed).")
 
     monkeypatch.setattr(speech, "synthesize", fail)
-    described = app_logic.describe(tiny_captioner, red_circle(), 3)
-    path, note = app_logic.speech_view(described, 175, app_logic.Scratch(tmp_path))
+    described = state.describe(red_circle(), 3)
+    path, note = state.speech_view(described, 175)
     assert path is None and "Reading aloud failed" in note and "espeak-ng: not installed" in note
 
 
 def test_recent_photos_are_recognised_by_content_not_by_path(tiny_captioner, tmp_path, monkeypatch):
-    recent = app_logic.Recent(size=2)
+    state = app_logic.AppState(tiny_captioner, recent=app_logic.Recent(size=2), scratch=app_logic.Scratch(tmp_path))
     first, copy, other = (write(tmp_path, name, encoded(photo, "PNG")) for name, photo in
                           [("a.png", red_circle()), ("b.png", red_circle()),
                            ("c.png", shape_photo("white", "square", "green"))])
-    described = app_logic.describe(tiny_captioner, str(first), 3, recent=recent)
+    described = state.describe(str(first), 3)
     calls = []
     monkeypatch.setattr(tiny_captioner, "caption_features", lambda *a, **k: calls.append(a) or described.caption)
-    assert app_logic.describe(tiny_captioner, str(copy), 3, recent=recent) is described  # same bytes: kept
+    assert state.describe(str(copy), 3) is described  # same bytes: kept
     assert not calls
-    app_logic.describe(tiny_captioner, str(copy), 1, recent=recent)  # another beam width: decoded
-    app_logic.describe(tiny_captioner, str(other), 3, recent=recent)  # another photo: decoded
+    state.describe(str(copy), 1)  # another beam width: decoded
+    state.describe(str(other), 3)  # another photo: decoded
     assert len(calls) == 2
-    app_logic.describe(tiny_captioner, str(first), 3, recent=recent)  # dropped: only 2 are kept
+    state.describe(str(first), 3)  # dropped: only 2 are kept
     assert len(calls) == 3
     assert app_logic.Recent.key(red_circle(), 3) is None  # only files are kept
     assert app_logic.Recent.key(str(tmp_path / "missing.png"), 3) is None
 
 
-def test_describe_everything_gives_caption_heatmaps_grid_and_speech(tiny_captioner, tmp_path):
-    scratch = app_logic.Scratch(tmp_path / "scratch")
-    done = app_logic.describe_everything(tiny_captioner, red_circle(), 3, 0.6, 250, scratch)
+def test_describe_everything_gives_caption_heatmaps_grid_and_speech(state):
+    done = state.describe_everything(red_circle(), 3, 0.6, 250)
     assert done.described.caption.text == TRUTH and done.speech_note == ""
     assert done.alt_texts == app_logic.alt_texts(done.described) and len(done.alt_texts) == len(TRUTH.split())
     with Image.open(done.grid) as image:  # the photo and one panel per word, 4 to a row
@@ -243,16 +263,16 @@ def test_describe_everything_gives_caption_heatmaps_grid_and_speech(tiny_caption
     assert speech.wav_duration(done.audio) > 1.0
 
 
-def test_describe_everything_still_answers_when_speech_fails(tiny_captioner, tmp_path, monkeypatch):
+def test_describe_everything_still_answers_when_speech_fails(state, monkeypatch):
     def fail(*args, **kwargs):
         raise speech.SpeechError("No speech engine could read this aloud (espeak-ng: not installed).")
 
     monkeypatch.setattr(speech, "synthesize", fail)
-    done = app_logic.describe_everything(tiny_captioner, red_circle(), 3, None, None, app_logic.Scratch(tmp_path))
+    done = state.describe_everything(red_circle(), 3, None, None)
     assert done.audio is None and "Reading aloud failed" in done.speech_note
     assert len(done.alt_texts) == len(TRUTH.split()) and done.grid.is_file()
     with pytest.raises(app_logic.ImageError):
-        app_logic.describe_everything(tiny_captioner, None, 3, None, None, app_logic.Scratch(tmp_path))
+        state.describe_everything(None, 3, None, None)
 
 
 def test_scratch_removes_only_stale_files(tmp_path):
@@ -275,54 +295,86 @@ def test_example_photos_are_optional(tmp_path):
     assert app_logic.example_label(tmp_path / "grace_hopper.jpg") == "grace hopper"
 
 
-# --- the app served on 127.0.0.1, through gradio_client ------------------------------------------------
+# --- app.py: a factory, nothing heavy at import -------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def import_app(env: dict):
-    """Import app.py afresh with these environment variables (it loads its model at import)."""
-    with mock.patch.dict(os.environ, env):
-        spec = importlib.util.spec_from_file_location("captioner_web_app", ROOT / "app.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+def load_app_module():
+    """app.py imported afresh (under another name, so that each test gets its own copy)."""
+    spec = importlib.util.spec_from_file_location("captioner_web_app", ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 
-@pytest.fixture(scope="module")
-def app(tiny_model_dir, tmp_path_factory):
-    """app.py, imported with the tiny model from CAPTIONER_MODEL and one example photo."""
-    examples = tmp_path_factory.mktemp("examples")
-    red_circle().save(examples / "red_circle.png")
-    return import_app({"CAPTIONER_MODEL": str(tiny_model_dir), "CAPTIONER_EXAMPLES": str(examples)})
+def test_importing_app_loads_no_model_checks_no_speech_and_starts_nothing():
+    with mock.patch("captioner.pipeline.Captioner.load", side_effect=AssertionError("model loaded")) as load, \
+            mock.patch.object(speech, "check", side_effect=AssertionError("speech checked")) as check, \
+            mock.patch("subprocess.Popen", side_effect=AssertionError("process started")) as popen:
+        module = load_app_module()
+    assert not load.called and not check.called and not popen.called
+    assert callable(module.create_demo) and not hasattr(module, "demo")
 
 
-def test_app_loads_its_model_and_examples_from_the_environment(app, tiny_model_dir):
-    assert app.load_error is None and app.captioner.folder == tiny_model_dir
-    config = app.demo.get_config_file()
-    examples = [c for c in config["components"] if c["type"] == "dataset"]
+def test_main_loads_the_model_and_examples_named_by_the_environment(tiny_model_dir, tmp_path):
+    module = load_app_module()
+    red_circle().save(tmp_path / "red_circle.png")
+    built = {}
+    real_create = module.create_demo
+
+    def create_demo(*args, **kwargs):
+        built["demo"] = real_create(*args, **kwargs)
+        return built["demo"]
+
+    env = {"CAPTIONER_MODEL": str(tiny_model_dir), "CAPTIONER_EXAMPLES": str(tmp_path)}
+    with mock.patch.dict(os.environ, env), mock.patch.object(module, "create_demo", create_demo), \
+            mock.patch.object(speech, "check", return_value=speech.SpeechStatus(True, "pyttsx3", "ok")), \
+            mock.patch("gradio.Blocks.launch") as launch:
+        module.main()
+    state = built["demo"].app_state
+    assert state.load_error is None and state.captioner.folder == tiny_model_dir
+    assert state.examples == [str(tmp_path / "red_circle.png")] and state.speech_status.engine == "pyttsx3"
+    assert launch.call_args.kwargs["max_file_size"] == MAX_FILE_BYTES
+    examples = [c for c in built["demo"].get_config_file()["components"] if c["type"] == "dataset"]
     assert len(examples) == 1 and examples[0]["props"]["sample_labels"] == ["red circle"]
 
 
-def test_the_app_builds_without_a_model_or_examples(app, tmp_path):
-    demo = app.build_demo(None, "The captioning model could not be loaded: no folder.",
-                          examples_folder=tmp_path / "missing", speech_status=speech.SpeechStatus(False, None, "No."))
+@pytest.fixture(scope="module")
+def app():
+    return load_app_module()
+
+
+def test_the_app_builds_without_a_model_or_examples(app):
+    demo = app.create_demo(None, [], load_error="The captioning model could not be loaded: no folder.",
+                           speech_status=speech.SpeechStatus(False, None, "No."))
     config = demo.get_config_file()
     assert not [c for c in config["components"] if c["type"] == "dataset"]
     texts = [str(c["props"].get("value")) for c in config["components"] if c["type"] == "markdown"]
     assert any("running without a model" in t for t in texts) and "No." in texts
 
 
+def test_every_numeric_setting_is_one_number_box_and_read_aloud_starts_disabled(app, tiny_captioner):
+    config = app.create_demo(tiny_captioner, []).get_config_file()
+    by_id = {c["props"].get("elem_id"): c for c in config["components"]}
+    assert not [c for c in config["components"] if c["type"] == "slider"]
+    for elem_id in ("beam-width", "speech-rate", "heatmap-opacity"):
+        assert by_id[elem_id]["type"] == "number" and by_id[elem_id]["props"]["info"]
+    assert by_id["beam-width"]["props"]["value"] == tiny_captioner.config.beam_size
+    assert by_id["speak-button"]["props"]["interactive"] is False
+    headings = [c["props"]["value"].split("\n")[0] for c in config["components"]
+                if c["type"] == "markdown" and str(c["props"].get("value", "")).startswith("#")]
+    assert headings == ["# Describe a photo", "## Photo", "## Caption", "## Settings", "## Where the model looked",
+                        "## Teacher view"]
+
+
+# --- the app served on 127.0.0.1, through gradio_client ------------------------------------------------
+
 @pytest.fixture(scope="module")
-def served(app):
-    """app.py's own demo served on 127.0.0.1."""
-    _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                quiet=True, **app.launch_options())
+def served(app, tiny_captioner):
+    """The app (create_demo around the tiny model) served on 127.0.0.1."""
+    demo = app.create_demo(tiny_captioner, [])
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True, **app.launch_options())
     yield url
-    app.demo.close()
+    demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -333,11 +385,22 @@ def client(served):
 
 
 @pytest.mark.server
-def test_the_api_has_exactly_the_four_named_endpoints(client):
+def test_the_api_has_exactly_the_four_named_endpoints_described_and_typed(client, tiny_captioner):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert set(endpoints) == {"/caption", "/describe", "/heatmaps", "/speak"}
     assert [p["parameter_has_default"] for p in endpoints["/caption"]["parameters"]] == [False, True]
     assert [p["parameter_has_default"] for p in endpoints["/describe"]["parameters"]] == [False, True, True, True]
+    for name, endpoint in endpoints.items():
+        assert len(endpoint["description"]) > 40, name
+        labels = [r["label"] for r in endpoint["returns"]]
+        assert len(set(labels)) == len(labels) and not any(label[0].isdigit() for label in labels), labels
+    beam = endpoints["/caption"]["parameters"][1]
+    assert beam["parameter_name"] == "beam_width" and beam["python_type"]["type"] == "int"
+    assert beam["parameter_default"] == tiny_captioner.config.beam_size
+    returns = {r["label"]: r["python_type"]["type"] for r in endpoints["/describe"]["returns"]}
+    assert returns["words"] == returns["alt texts"] == "list[str]" and returns["score"] == "float"
+    assert returns["heatmap grid (PNG)"] == "filepath" and returns["spoken caption (WAV)"] == "None | filepath"
+    assert endpoints["/speak"]["parameters"][1]["python_type"]["type"] == "int"
 
 
 @pytest.mark.server
@@ -423,7 +486,8 @@ def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
 
 @pytest.mark.server
 def test_import_and_launch_reach_nothing_outside_this_machine(tmp_path):
-    """Import app.py and serve a page in a child process that records every connection it attempts."""
+    """Run app.py's main() (as `python app.py` does) in a child process that records every connection
+    it attempts, and fetch its pages."""
     script = textwrap.dedent(f"""
         import json, os, socket, sys, urllib.request
         attempts = []
@@ -441,15 +505,21 @@ def test_import_and_launch_reach_nothing_outside_this_machine(tmp_path):
                 raise socket.gaierror("network blocked by the test")
             return real_getaddrinfo(host, *args, **kwargs)
         socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
-        sys.path.insert(0, {str(ROOT)!r})
         os.environ.pop("GRADIO_ANALYTICS_ENABLED", None)
+        import gradio as gr
         import app
-        _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port={free_port()}, prevent_thread_lock=True,
-                                    quiet=True, **app.launch_options())
+        served = {{}}
+        real_launch = gr.Blocks.launch
+        def launch(self, **options):  # as `python app.py` launches, but on a free port and returning
+            served["demo"] = self
+            served["url"] = real_launch(self, server_name="127.0.0.1", server_port={free_port()},
+                                        prevent_thread_lock=True, quiet=True, **options)[1]
+        gr.Blocks.launch = launch
+        app.main()
         for path in ("", "config", "gradio_api/info", "theme.css"):
-            urllib.request.urlopen(url + path, timeout=30).read()
-        app.demo.close()
-        print(json.dumps({{"attempts": attempts, "load_error": app.load_error}}))
+            urllib.request.urlopen(served["url"] + path, timeout=30).read()
+        served["demo"].close()
+        print(json.dumps({{"attempts": attempts, "load_error": served["demo"].app_state.load_error}}))
     """)
     env = {**os.environ, "CAPTIONER_MODEL": str(tmp_path / "no_model"), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
