@@ -19,40 +19,30 @@ stopped at the end.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "assets" / "examples"
+from captioner.pipeline import DEFAULT_EXAMPLES, DEFAULT_MODEL
+from captioner.serve import AppDidNotStart, start_app, stop
+
 STARTUP_SECONDS = 300
 CALL_TIMEOUT = 120  # seconds for one call
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def default_photo(folder: Path) -> Path:
-    """The first bundled example photo, or a synthetic one if there is none."""
-    examples = sorted(EXAMPLES.glob("*.jpg"))
+    """The first bundled example photo, or a drawn one (a red disc on blue) if there is none."""
+    examples = sorted(Path(DEFAULT_EXAMPLES).glob("*.jpg"))
     if examples:
         return examples[0]
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-    from synthetic import shape_photo
+    from PIL import Image, ImageDraw
 
+    image = Image.new("RGB", (448, 448), "blue")
+    ImageDraw.Draw(image).ellipse((112, 112, 336, 336), fill="red")
     path = folder / "red_circle.png"
-    shape_photo("red", "circle", "blue", size=448).save(path)
+    image.save(path)
     return path
 
 
@@ -67,28 +57,9 @@ def variant(photo: Path, index: int, folder: Path) -> Path:
     return path
 
 
-def start_app(model: Path, port: int, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """``python app.py`` on 127.0.0.1:port; returns (process, url) once the page answers."""
-    env = {**os.environ, "CAPTIONER_MODEL": str(model), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port)}
-    log = log_path.open("w")
-    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).read()
-            return process, url
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise SystemExit(f"the app did not start; its log:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "assets" / "model", help="model folder")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder")
     parser.add_argument("-n", "--runs", type=int, default=20, help="measured rounds (1-1000)")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
     parser.add_argument("--photo", type=Path, help="photo to caption (default: first example photo)")
@@ -105,7 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="app-latency-") as tmp:
         photo = args.photo or default_photo(Path(tmp))
         start = time.perf_counter()
-        process, url = start_app(args.model, free_port(), Path(tmp) / "app.log")
+        try:
+            process, url = start_app({"CAPTIONER_MODEL": str(args.model)}, Path(tmp) / "app.log", STARTUP_SECONDS)
+        except AppDidNotStart as exc:
+            raise SystemExit(str(exc)) from exc
         print(f"app ready in {time.perf_counter() - start:.1f} s; photo {photo}")
         try:
             client = Client(url, verbose=False, httpx_kwargs={"timeout": CALL_TIMEOUT})
@@ -140,11 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{key:<14} {1000 * np.median(values):8.0f} {1000 * np.percentile(values, 90):8.0f}")
             print("goal: /describe (submit to caption, heatmaps and audio) p50 at most 1000 ms")
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,12 @@
 """Helpers shared by the benchmarks: photos to time on, and an encoder with real or random weights."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from captioner.config import ModelConfig  # noqa: E402
+from captioner.config import ModelConfig
 
 REAL_WEIGHTS = Path("weights/vgg16_block5_conv3.weights.h5")
 
