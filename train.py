@@ -67,17 +67,11 @@ def main(argv=None):
     elif args.encoder_weights != DEFAULT_ENCODER_WEIGHTS:
         config = dataclasses.replace(config, encoder_weights=f"{args.encoder_weights.name} (user-supplied)")
     tcfg = TrainConfig(**pick(TrainConfig))
-    model, vocab, config, state, data, cache, splits = train(
-        args.data_dir, args.run_dir, config, tcfg, args.encoder_weights, args.cache_dir, resume=args.resume,
-        dtype=args.dtype, progress=not args.quiet)
-    dev_features = cache.rows(splits["dev"])
-    dev_refs = [data.captions[f] for f in splits["dev"]]
+    model, run = train(args.data_dir, args.run_dir, config, tcfg, args.encoder_weights, args.cache_dir,
+                       resume=args.resume, dtype=args.dtype, progress=not args.quiet)
     out = args.out or args.run_dir / "model"
-    metrics = export_run(
-        model, vocab, config, state, dataclasses.asdict(tcfg), args.encoder_weights, dev_features, dev_refs,
-        out, args.data_dir, args.cache_dir, beam_sizes=[int(b) for b in args.beam_sizes.split(",")],
-        coco=args.coco, command="python train.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        dtype=args.dtype)
+    metrics = export_run(model, run, out, beam_sizes=[int(b) for b in args.beam_sizes.split(",")], coco=args.coco,
+                         command="python train.py " + shlex.join(argv if argv is not None else sys.argv[1:]))
     print(f"model folder: {out}")
     for k, row in metrics["test"].items():
         print(f"test beam {k}: " + ", ".join(f"{m}={v:.4f}" for m, v in row.items() if isinstance(v, float)))

@@ -17,8 +17,11 @@ import keras
 import numpy as np
 from common import ModelConfig
 
+from captioner.encoder import feature_shape
 from captioner.model import build_model
+from captioner.pipeline import DEFAULT_MODEL
 from captioner.training import CaptionBatches
+from captioner.vocab import Vocabulary
 
 # Word counts of the 30,000 Flickr8k training captions (after tokenize), as fractions in 3-word bins
 # (measured once with captioner.flickr8k.load_data on ../shared/flickr8k; longer captions count as 22).
@@ -31,16 +34,18 @@ def main():
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--xla", choices=["both", "off", "on"], default="both")
     args = p.parse_args()
-    config = ModelConfig(vocab_size=2539)
+    config = ModelConfig()
+    vocab_size = len(Vocabulary.load(DEFAULT_MODEL / "vocab.json"))  # the shipped model's 2,539 words
+    grid, _, width = feature_shape(config)  # 14 x 14 regions of 512 features
     rng = np.random.default_rng(0)
     n = args.steps * args.batch_size * 2
     lengths = rng.choice(list(LENGTH_MIX), size=n, p=np.array(list(LENGTH_MIX.values())) / sum(LENGTH_MIX.values()))
-    caps = [[1] + list(rng.integers(4, config.vocab_size, k)) + [2] for k in lengths]
-    feats = rng.random((500, config.num_regions, config.feature_dim)).astype(np.float16)
+    caps = [[1] + list(rng.integers(4, vocab_size, k)) + [2] for k in lengths]
+    feats = rng.random((500, grid * grid, width)).astype(np.float16)
     results = {}
     for jit in {"both": (False, True), "off": (False,), "on": (True,)}[args.xla]:
         batches = CaptionBatches(feats, rng.integers(0, 500, n), caps, args.batch_size, config.max_length)
-        model = build_model(config)
+        model = build_model(config, vocab_size)
         model.compile(optimizer=keras.optimizers.Adam(4e-4), jit_compile=jit)
         model.fit(batches.dataset().repeat(), epochs=1, steps_per_epoch=30, verbose=0)  # compile every bucket shape
         start = time.perf_counter()

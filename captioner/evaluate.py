@@ -7,7 +7,9 @@ of its references (five for Flickr8k), without smoothing.
 """
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 
 def bleu_scores(references: list[list[list[str]]], hypotheses: list[list[str]]) -> dict[str, float]:
@@ -54,40 +56,29 @@ def decode_all(captioner, features, beam_size: int, with_steps: bool = False, ba
     return [captioner.caption_features(np.asarray(f, np.float32), beam_size, with_steps) for f in features]
 
 
-def split_features(captioner, data, split: str, cache_root, max_images: int | None = None, progress: bool = True):
-    """(file names, features) of a split, encoded by the model folder's own encoder and cached."""
+def split_features(captioner, data, split: str, cache_root, max_images: int | None = None, progress: bool = True,
+                   dtype: str | None = None):
+    """(file names, features) of a split, encoded by the model folder's own encoder and cached.
+
+    ``dtype`` is the encoder's arithmetic (default: the captioner's).
+    """
     from pathlib import Path
 
     from .features import extract_features, feature_cache_dir
     from .pipeline import ENCODER_WEIGHTS
 
+    dtype = dtype or captioner.compute_dtype
     files = data.split(split, max_images)
     weights = Path(captioner.folder) / ENCODER_WEIGHTS
-    cache_dir = feature_cache_dir(Path(cache_root), files, captioner.config, weights, captioner.compute_dtype)
+    cache_dir = feature_cache_dir(Path(cache_root), files, captioner.config, weights, dtype)
     cache = extract_features([data.path(f) for f in files], cache_dir, captioner.config, weights,
-                             dtype=captioner.compute_dtype, progress=progress)
+                             dtype=dtype, progress=progress)
     files = [f for f in files if f in cache]
     return files, cache.rows(files)
 
 
-def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), cache_root="cache",
-                    coco: bool = False, max_images: int | None = None, progress: bool = True,
-                    length_penalty: float | None = None) -> dict:
-    """Score a model folder on a split: {beam_size: {metric: value}}.
-
-    ``length_penalty`` overrides the folder's own, to choose it on the dev split.
-    """
-    import dataclasses
-
-    from .flickr8k import load_data
-    from .pipeline import Captioner
-
-    captioner = Captioner.load(model_dir)
-    if length_penalty is not None:
-        captioner.config = dataclasses.replace(captioner.config, length_penalty=length_penalty)
-    data = load_data(data_dir)
-    files, features = split_features(captioner, data, split, cache_root, max_images, progress)
-    references = [data.captions[f] for f in files]
+def score_features(captioner, features, references, beam_sizes=(3,), coco: bool = False) -> dict:
+    """Decode every photo's features with each beam width and score: {beam_size: {metric: value}}."""
     table = {}
     for k in beam_sizes:
         hypotheses = [c.words for c in decode_all(captioner, features, k)]
@@ -97,9 +88,35 @@ def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), c
                 scores.update(coco_scores(references, hypotheses))
             except RuntimeError as exc:
                 scores["coco_error"] = str(exc)
-        scores["photos"] = len(files)
+        scores["photos"] = len(features)
         table[k] = scores
     return table
+
+
+def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), cache_root="cache",
+                    coco: bool = False, max_images: int | None = None, progress: bool = True,
+                    length_penalty: float | None = None, compute_dtype: str | None = None) -> dict:
+    """Score a model folder on a split: {beam_size: {metric: value}}.
+
+    ``length_penalty`` overrides the folder's own, to choose it on the dev split.
+    ``compute_dtype`` is the encoder's arithmetic; by default the one its
+    training features were extracted with (``metrics.json``), so that the test
+    scores recorded there are reproduced.
+    """
+    import dataclasses
+
+    from .flickr8k import load_data
+    from .pipeline import Captioner
+
+    metrics_file = Path(model_dir) / "metrics.json"
+    if compute_dtype is None and metrics_file.is_file():
+        compute_dtype = json.loads(metrics_file.read_text()).get("training_features_dtype")
+    captioner = Captioner.load(model_dir, compute_dtype=None if compute_dtype == "int8" else compute_dtype)
+    if length_penalty is not None:
+        captioner.config = dataclasses.replace(captioner.config, length_penalty=length_penalty)
+    data = load_data(data_dir)
+    files, features = split_features(captioner, data, split, cache_root, max_images, progress, compute_dtype)
+    return score_features(captioner, features, [data.captions[f] for f in files], beam_sizes, coco)
 
 
 def format_table(table: dict) -> str:

@@ -1,58 +1,64 @@
-"""Turning a finished training run into a model folder with scores and a model card."""
+"""Turning a finished training run into a model folder with scores and a model card.
+
+The folder is written once, after everything in it is known: the hedging
+thresholds are calibrated on the dev features and the test split is scored on
+the test features, both read from the run's feature cache (extracted with the
+encoder the folder ships, in the same arithmetic), so nothing is saved,
+reloaded or extracted again. ``python -m captioner evaluate --model <folder>``
+extracts the test split afresh with the folder's own encoder and gives the
+same table.
+"""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
 
 from .config import ModelConfig
-from .evaluate import calibrate_hedging, decode_all, evaluate_folder, format_table
+from .evaluate import calibrate_hedging, decode_all, format_table, score_features
+from .training.record import Run
 
 log = logging.getLogger(__name__)
 
 
-def export_run(model, vocab, config: ModelConfig, state: dict, train_config: dict, encoder_weights: Path,
-               dev_features, dev_references, out_dir: Path, data_dir: Path, cache_root: Path,
-               beam_sizes=(1, 3, 5), coco: bool = False, command: str = "", dtype: str | None = None) -> dict:
-    """Write ``out_dir`` (weights, config with calibrated hedging, metrics, card) and score it on test."""
+def export_run(model, run: Run, out_dir: Path, beam_sizes=(1, 3, 5), coco: bool = False, command: str = "") -> dict:
+    """Calibrate hedging on dev, score test, then write ``out_dir`` (weights, config, metrics, card) once."""
     from .encoder import build_encoder, load_encoder_weights
-    from .encoder import best_compute_dtype
     from .pipeline import Captioner, save_folder
 
+    config = run.config
     encoder = build_encoder(config)
-    load_encoder_weights(encoder, encoder_weights)
-    save_folder(out_dir, config, vocab, encoder, model)  # weights first, so the folder's own encoder is used
-    captioner = Captioner.load(out_dir, compute_dtype=None if dtype == "int8" else dtype)  # int8: extraction only
-    dev_caps = decode_all(captioner, dev_features, config.beam_size)
-    hedging = calibrate_hedging(dev_caps, dev_references)
+    load_encoder_weights(encoder, run.encoder_weights)  # the float16 weights the features came from
+    captioner = Captioner(config, run.vocab, encoder, model)  # decodes given features; its encoder is not run here
+
+    dev_caps = decode_all(captioner, run.features("dev"), config.beam_size)
+    hedging = calibrate_hedging(dev_caps, run.references("dev"))
     config = dataclasses.replace(config, hedge_sure=round(hedging["hedge_sure"], 4),
                                  hedge_possible=round(hedging["hedge_possible"], 4))
-    config.save(out_dir / "config.json")
+    captioner.config = config
     start = time.perf_counter()
-    table = evaluate_folder(out_dir, data_dir, "test", beam_sizes, cache_root, coco=coco,
-                            max_images=train_config.get("max_images"))
+    table = score_features(captioner, run.features("test"), run.references("test"), beam_sizes, coco)
     log.info("test split:\n%s", format_table(table))
     metrics = {
         "test": {str(k): v for k, v in table.items()},
         "dev_hedging": hedging,
         "shipped_beam_size": config.beam_size,
-        "best_epoch": state.get("best_epoch"),
-        "best_dev_bleu4_greedy": state.get("best"),
-        "epochs_run": state.get("epoch"),
-        "checkpoint_average": state.get("averaged"),
-        "train_seconds": sum(h.get("train_seconds", 0.0) for h in state["history"]),
-        "history": state["history"],
+        "best_epoch": run.best_epoch,
+        "best_dev_bleu4_greedy": run.best_score,
+        "epochs_run": run.epoch,
+        "checkpoint_average": dataclasses.asdict(run.averaged) if run.averaged else None,
+        "train_seconds": run.train_seconds,
+        "history": run.history,
         "evaluation": "nltk corpus_bleu, all references per photo, captioner.vocab.tokenize; "
                       "reproduce: python -m captioner evaluate --model <this folder> --data-dir <flickr8k> --split test",
         "command": command,
-        "training_features_dtype": dtype or best_compute_dtype(),  # the encoder's arithmetic in extraction
+        "training_features_dtype": run.compute_dtype,  # the encoder's arithmetic in extraction (evaluate uses it too)
         "test_seconds": time.perf_counter() - start,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out_dir / "train_config.json").write_text(json.dumps(train_config, indent=2) + "\n")
-    (out_dir / "README.md").write_text(model_card(config, metrics, table, len(vocab)))
+    save_folder(out_dir, config, run.vocab, encoder, model, metrics=metrics,
+                train_config=dataclasses.asdict(run.train_config),
+                card=model_card(config, metrics, table, len(run.vocab)))
     return metrics
 
 

@@ -43,12 +43,9 @@ def trained_run(tmp_path_factory, synthetic_data, encoder_weights):
     work = tmp_path_factory.mktemp("run")
     tcfg = TrainConfig(epochs=60, batch_size=16, learning_rate=1e-2, lr_decay=0.97, alpha_c=0.0,
                        min_word_count=1, patience=60, seed=0)
-    model, vocab, config, state, data, cache, splits = train(
-        root, work / "run", TINY, tcfg, encoder_weights, work / "cache", dtype="float32", progress=False)
-    dev = splits["dev"]
-    export_run(model, vocab, config, state, {"max_images": None}, encoder_weights, cache.rows(dev),
-               [data.captions[f] for f in dev], work / "model", root, work / "cache", beam_sizes=(1, 3),
-               dtype="float32")
+    model, run = train(root, work / "run", TINY, tcfg, encoder_weights, work / "cache", dtype="float32",
+                       progress=False)
+    export_run(model, run, work / "model", beam_sizes=(1, 3))
     return work
 
 
