@@ -183,3 +183,46 @@ def test_export_scores_from_the_run_and_evaluate_reproduces_it(trained_run, tmp_
     root, _ = synthetic_data
     table = evaluate_folder(folder, root, "test", (1, 3), tmp_path / "cache", progress=False)
     assert {str(k): v for k, v in table.items()} == metrics["test"]
+
+
+TRAIN_IN_A_CHILD = """
+import json, sys
+from captioner.config import ModelConfig, TrainConfig
+from captioner.training import train
+config, tcfg = ModelConfig.from_dict(json.loads(sys.argv[1])), TrainConfig(**json.loads(sys.argv[2]))
+train(sys.argv[3], sys.argv[4], config, tcfg, sys.argv[5], sys.argv[6], dtype="float32", progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_loses_no_finished_epoch(tmp_path, synthetic_data, encoder_weights, tiny_config):
+    """kill -9 a training process once a checkpoint exists; --resume starts after the last finished epoch."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, _ = synthetic_data
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    tcfg = TrainConfig(epochs=30, batch_size=16, learning_rate=1e-2, alpha_c=0.0, min_word_count=1, patience=30)
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRAIN_IN_A_CHILD, tiny_config.to_json(), tcfg.to_json(), str(root), str(run_dir),
+         str(encoder_weights), str(cache)],
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while latest_checkpoint(run_dir) is None:
+            assert child.poll() is None, "training stopped before its first checkpoint"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)  # somewhere in the next epoch, or in the middle of writing its checkpoint
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    done = Run.load(latest_checkpoint(run_dir) / "state.json").epoch
+    assert 1 <= done < tcfg.epochs
+    _, run = train(root, run_dir, tiny_config, dataclasses.replace(tcfg, epochs=done + 1), encoder_weights, cache,
+                   resume=True, dtype="float32", progress=False)
+    assert [h["epoch"] for h in run.history] == list(range(1, done + 2))
+    assert latest_checkpoint(run_dir).name == f"checkpoint-{done + 1:03d}"

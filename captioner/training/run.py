@@ -95,6 +95,9 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
             caps.append(c)
     batches = CaptionBatches(cache.rows(splits["train"]), np.array(rows), caps, tcfg.batch_size,
                              config.max_length, seed=tcfg.seed)
+    if not len(batches):
+        raise ValueError(f"{len(caps)} training captions make no full batch of {tcfg.batch_size}: "
+                         "lower the batch size or use more photos")
     log.info("%d training captions in %d batches (%d longer than %d words left out)",
              len(caps), len(batches), batches.dropped, config.max_length)
 
