@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from helpers import NOT_A_PHOTO, TRUTH, AppDidNotStart, start_app, stop
 from synthetic import shape_photo
 
 pytestmark = pytest.mark.browser
@@ -30,7 +26,6 @@ AXE = Path(os.environ.get("AXE_CORE_JS", ROOT / "node_modules" / "axe-core" / "a
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
-TRUTH = "a red circle on a blue background"
 UPLOAD_LABEL = "Drop an image file here to upload"
 STARTUP_SECONDS = 240
 
@@ -53,12 +48,6 @@ def prerequisites():
         (pytest.fail if os.environ.get("CI") else pytest.skip)("browser tests need " + ", ".join(missing))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(prerequisites, tiny_model_dir, tmp_path_factory):
     """``python app.py`` with the tiny model, as a visitor's server would run it, on 127.0.0.1."""
@@ -66,30 +55,13 @@ def server(prerequisites, tiny_model_dir, tmp_path_factory):
     examples = work / "examples"
     examples.mkdir()
     shape_photo("red", "circle", "blue").save(examples / "red_circle.jpg")
-    port = free_port()
-    env = {**os.environ, "CAPTIONER_MODEL": str(tiny_model_dir), "CAPTIONER_EXAMPLES": str(examples),
-           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
-    log = (work / "app.log").open("w")
-    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, cwd=work)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).read()
-            break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the app did not start: {(work / 'app.log').read_text()[-3000:]}")
-            time.sleep(1)
-    yield url
-    process.terminate()
+    env = {"CAPTIONER_MODEL": str(tiny_model_dir), "CAPTIONER_EXAMPLES": str(examples)}
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        process, url = start_app(env, work / "app.log", STARTUP_SECONDS, cwd=work)
+    except AppDidNotStart as exc:
+        pytest.fail(str(exc))
+    yield url
+    stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +81,15 @@ def color_scheme(request) -> str:
 
 
 @pytest.fixture
-def page(browser, server, color_scheme):
+def viewport(request) -> dict:
+    """The tab's size: 1280 x 900 unless a test asks for another."""
+    return getattr(request, "param", {"width": 1280, "height": 900})
+
+
+@pytest.fixture
+def page(browser, server, color_scheme, viewport):
     """A fresh tab on the app; any request leaving 127.0.0.1 is blocked and recorded in page.external."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=color_scheme)
+    context = browser.new_context(viewport=viewport, color_scheme=color_scheme)
     tab = context.new_page()
     tab.external = []
 
@@ -191,85 +169,231 @@ def choose_file_with_enter(page, path: Path, attempts: int = 3) -> None:
     pytest.fail(f"Enter on the upload button opened no file chooser in {attempts} tries")
 
 
+@pytest.fixture(scope="module")
+def tall_photo(tmp_path_factory) -> Path:
+    """A photo five times as tall as it is wide: the caption must still come into view."""
+    path = tmp_path_factory.mktemp("photos") / "tall.png"
+    shape_photo("red", "circle", "blue").resize((240, 1200)).save(path)
+    return path
+
+
+def choose(page, path: Path) -> str:
+    """Upload ``path`` through the photo input and wait for the announcement; returns it."""
+    page.set_input_files("#photo input[type=file]", str(path))
+    page.wait_for_function("name => document.querySelector('[role=status]').textContent.includes(name)",
+                           arg=path.name, timeout=30_000)
+    return live_text(page)
+
+
+def caption(page, path: Path) -> str:
+    choose(page, path)
+    page.click("#caption-button")
+    return wait_for_caption(page, f"{TRUTH}.")
+
+
+def watch_live_region(page) -> None:
+    """Record every text the live region takes, in window.announced."""
+    page.evaluate("""() => { const live = document.querySelector('[role=status]');
+        window.liveRegion = live; window.announced = [];
+        new MutationObserver(() => window.announced.push(live.textContent))
+            .observe(live, {childList: true, characterData: true, subtree: true}); }""")
+
+
+def accessibility_tree(page, selector: str = "body") -> str:
+    return page.locator(selector).aria_snapshot()
+
+
 @pytest.mark.parametrize("color_scheme", ["light", "dark"], indirect=True)
 def test_no_wcag_violations_before_and_after_captioning(page, photo, tmp_path, color_scheme):
     assert axe_violations(page) == []
-    page.set_input_files("#photo input[type=file]", str(photo))
-    page.wait_for_selector("#photo img")
-    assert page.get_attribute("#photo img", "alt") == "The photo you chose"
-    page.click("#caption-button")
-    text = wait_for_caption(page, f"{TRUTH}.")
-    page.wait_for_selector("#heatmaps figure img")
+    text = caption(page, photo)
+    assert text.startswith(("Probably", "Possibly", "I'm not sure"))
+    page.wait_for_selector("#heatmaps li img")
     page.wait_for_selector("#caption-audio audio")
     assert not page.locator("table.teacher-table").first.is_visible()  # the teacher view starts collapsed
-    page.get_by_text("Teacher view").click()
+    page.get_by_role("button", name="Beam candidates and word probabilities").click()
     page.wait_for_selector("table.teacher-table")
     assert axe_violations(page) == []
-    assert page.locator("#heatmaps figure").count() == len(TRUTH.split())
-    alts = page.eval_on_selector_all("#heatmaps figure img", "imgs => imgs.map(i => i.alt)")
-    assert [a.split(":")[0] for a in alts] == TRUTH.split()
-    assert page.locator("#heatmaps ol li").all_inner_texts() == alts
+    items = page.locator("#heatmaps li")
+    assert items.count() == len(TRUTH.split())
+    assert [t.split(":")[0] for t in items.all_inner_texts()] == TRUTH.split()
     assert page.get_by_text("Download all heatmaps as one image (PNG)").is_visible()
-    assert text.startswith(("Probably", "Possibly", "I'm not sure"))
+    # The caption box follows the colour scheme (problem 13): dark on light, light on dark.
+    background, color = page.eval_on_selector(
+        "#live-caption .live-caption", "e => [getComputedStyle(e).backgroundColor, getComputedStyle(e).color]")
+    luminance = lambda css: sum(float(v) for v in re.findall(r"[\d.]+", css)[:3]) / 3  # noqa: E731
+    assert (luminance(background) < 60 and luminance(color) > 200) if color_scheme == "dark" else \
+        (luminance(background) > 200 and luminance(color) < 60)
     page.screenshot(path=str(tmp_path / f"captioned_{color_scheme}.png"), full_page=True)
     assert page.external == []
 
 
 def test_captioning_with_the_keyboard_alone(page, photo):
+    watch_live_region(page)
     upload = tab_until(page, lambda e: e["label"] == UPLOAD_LABEL)
     assert upload["tag"] == "BUTTON"
     choose_file_with_enter(page, photo)
-    page.wait_for_selector("#photo img")
-    button = tab_until(page, lambda e: e["id"] == "caption-button")
+    # The choice is announced, and focus moves to the Caption button (not the page body).
+    page.wait_for_function("() => document.activeElement.id === 'caption-button'", timeout=30_000)
+    from PIL import Image
+
+    with Image.open(photo) as image:
+        width, height = image.size
+    assert live_text(page) == f"Photo chosen: {photo.name}, {width} by {height} pixels. Press Caption to describe it."
+    button = focused(page)
     assert button["outline"] != "none" and button["outlineWidth"] >= 2  # visible focus
-    page.evaluate("""() => { const live = document.querySelector('[role=status]');
-        window.liveRegion = live; window.announced = [];
-        new MutationObserver(() => window.announced.push(live.textContent))
-            .observe(live, {childList: true, characterData: true, subtree: true}); }""")
     page.keyboard.press("Enter")
     text = wait_for_caption(page, f"{TRUTH}.")
     assert text.startswith(("Probably", "Possibly", "I'm not sure"))
     assert focused(page)["id"] == "caption-button"  # announced by the live region; focus stays put
-    # The same live element was updated in place (a replaced element would not be announced),
-    # first with the busy message, then with the caption.
+    # The same live element was updated in place (a replaced element would not be announced).
     assert page.evaluate("() => document.querySelector('[role=status]') === window.liveRegion")
     announced = page.evaluate("() => window.announced")
-    assert announced[0] == "Describing the photo…" and announced[-1] == text
+    assert announced[0].startswith("Photo chosen") and announced[-2:] == ["Describing the photo…", text]
+    page.wait_for_selector("#speak-button:not([disabled])")
+    assert tab_until(page, lambda e: e["id"] == "speak-button", limit=3)["text"] == "Read aloud again"
     assert page.external == []
 
 
-def test_a_bad_file_gets_a_message_and_the_next_photo_still_works(page, photo, tmp_path):
+def test_a_new_photo_clears_the_old_results_and_is_announced(page, photo, tmp_path):
+    caption(page, photo)
+    page.wait_for_selector("#heatmaps li img")
+    page.wait_for_selector("#caption-audio audio")
+    other = tmp_path / "green_square.png"
+    shape_photo("white", "square", "green").resize((320, 200)).save(other)
+    watch_live_region(page)
+    assert choose(page, other) == "Photo chosen: green_square.png, 320 by 200 pixels. Press Caption to describe it."
+    assert TRUTH not in page.inner_text("body")  # no caption, heatmap text or table of the old photo
+    assert page.locator("#heatmaps li").count() == 0 and page.locator("#caption-audio audio").count() == 0
+    assert page.locator("table.teacher-table").count() == 0
+    assert page.is_disabled("#speak-button")
+    assert all(TRUTH not in said for said in page.evaluate("() => window.announced"))
+    page.wait_for_function("() => document.activeElement.id === 'caption-button'")
+    page.get_by_role("button", name="Remove Image").click()  # removing the photo is announced too
+    page.wait_for_function("() => document.querySelector('[role=status]').textContent.startsWith('Photo removed')")
+
+
+def test_a_file_that_is_not_a_photo_is_reported_when_chosen(page, photo, tmp_path):
     notes = tmp_path / "notes.png"
-    notes.write_text("These are my holiday notes, not a photo.\n" * 20)
+    notes.write_bytes(NOT_A_PHOTO)
     page.set_input_files("#photo input[type=file]", str(notes))
-    page.wait_for_selector("#photo img")  # uploaded (the browser cannot show it, and need not)
-    page.click("#caption-button")
-    page.wait_for_selector('[role="status"].error')
-    assert "not a photo" in live_text(page)
+    page.wait_for_selector('[role="status"].error')  # before Caption is pressed
+    assert live_text(page).startswith("notes.png cannot be described: ") and "not a photo" in live_text(page)
+    assert page.locator("#photo img").count() == 0  # no broken picture that looks accepted
+    page.wait_for_function(f"() => document.activeElement.getAttribute('aria-label') === '{UPLOAD_LABEL}'")
     assert axe_violations(page) == []
-    page.goto(page.url)
-    page.wait_for_selector("#caption-button")
-    page.set_input_files("#photo input[type=file]", str(photo))
-    page.wait_for_selector("#photo img")
-    page.click("#caption-button")
-    assert wait_for_caption(page, f"{TRUTH}.")
+    assert caption(page, photo).endswith(f"{TRUTH}.")
 
 
-def test_example_photo_autoplay_opacity_and_download(page, tmp_path):
+def test_an_example_photo_is_announced_then_autoplay_opacity_and_download(page, tmp_path):
     page.get_by_role("button", name="red circle").click()
-    page.wait_for_selector("#photo img")
+    page.wait_for_function("() => document.querySelector('[role=status]').textContent.startsWith("
+                           "'Photo chosen: red_circle.jpg')")
+    page.wait_for_function("() => document.activeElement.id === 'caption-button'")
     page.get_by_label("Play the spoken caption automatically").check()
     page.click("#caption-button")
     assert wait_for_caption(page, f"{TRUTH}.")
     page.wait_for_selector("#caption-audio audio")
     assert page.eval_on_selector("#caption-audio audio", "a => a.autoplay")
-    first = page.get_attribute("#heatmaps figure img", "src")
-    opacity = page.get_by_label("number input for Heatmap opacity")
-    opacity.fill("0.1")
+    first = page.get_attribute("#heatmaps li img", "src")
+    opacity = page.get_by_role("spinbutton", name="Heatmap opacity (percent)")
+    opacity.fill("10")
     opacity.press("Enter")
-    page.wait_for_function("src => document.querySelector('#heatmaps figure img').src !== src", arg=first)
+    page.wait_for_function("src => document.querySelector('#heatmaps li img').src !== src", arg=first)
     with page.expect_download() as download:
         page.get_by_text("Download all heatmaps as one image (PNG)").click()
     saved = tmp_path / "heatmaps.png"
     download.value.save_as(saved)
     assert saved.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_teacher_toggle_has_a_plain_name_and_says_whether_it_is_open(page, photo):
+    caption(page, photo)
+    toggle = page.get_by_role("button", name="Beam candidates and word probabilities", exact=True)
+    assert toggle.get_attribute("aria-expanded") == "false"
+    assert "▼" not in accessibility_tree(page, "#teacher-view")
+    toggle.click()
+    page.wait_for_function("() => document.querySelector('#teacher-view button').getAttribute('aria-expanded')"
+                           " === 'true'")
+    assert page.get_by_role("table", name="Beam candidates, best first.", exact=False).is_visible()
+    assert "[expanded]" in accessibility_tree(page, "#teacher-view")
+    toggle.press("Enter")  # closes from the keyboard too
+    page.wait_for_function("() => document.querySelector('#teacher-view button').getAttribute('aria-expanded')"
+                           " === 'false'")
+
+
+def test_read_aloud_waits_for_a_caption_and_the_player_is_named_with_one_download(page, photo):
+    assert page.is_disabled("#speak-button")  # nothing to read yet
+    caption(page, photo)
+    page.wait_for_selector("#caption-audio audio")
+    player = page.get_by_label("Spoken caption", exact=True)  # found by its accessible name
+    assert player.count() == 1 and player.evaluate("e => e.tagName") == "AUDIO"
+    links = page.locator("#caption-audio a")
+    assert links.count() == 1 and links.inner_text() == "Download the spoken caption (WAV)"
+    assert page.locator("#caption-audio a button, #caption-audio button").count() == 0
+    assert page.is_enabled("#speak-button")
+
+
+def test_each_setting_is_one_tab_stop_described_by_its_hint(page):
+    settings = ["Beam width", "Speech rate (words per minute)", "Heatmap opacity (percent)",
+                "Play the spoken caption automatically"]
+    first = tab_until(page, lambda e: e["label"] == settings[0], limit=40)
+    assert first["tag"] == "INPUT"
+    names = [settings[0]]
+    for _ in settings[1:]:
+        page.keyboard.press("Tab")
+        names.append(page.evaluate("() => document.activeElement.getAttribute('aria-label') || "
+                                   "document.activeElement.closest('label').innerText.trim()"))
+    assert names == settings  # no "range slider" twins and no reset buttons between them
+    for name in settings[:3]:
+        control = page.get_by_role("spinbutton", name=name, exact=True)
+        hint = page.evaluate("id => document.getElementById(id).textContent",
+                             control.get_attribute("aria-describedby"))
+        assert len(hint) > 20, name
+    assert "range" not in accessibility_tree(page).lower()
+
+
+def test_each_part_of_the_page_has_a_heading(page):
+    headings = page.get_by_role("heading").all_inner_texts()
+    assert headings[:6] == ["Describe a photo", "Photo", "Caption", "Settings", "Where the model looked",
+                            "Teacher view"]
+    assert page.get_by_role("heading", level=1).count() == 1
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, {"width": 390, "height": 844}],
+                         indirect=True)
+def test_the_caption_comes_into_view_when_it_arrives(page, tall_photo, viewport):
+    page.set_input_files("#photo input[type=file]", str(tall_photo))
+    page.wait_for_function("() => document.activeElement.id === 'caption-button'", timeout=30_000)
+    page.keyboard.press("Enter")
+    page.wait_for_selector('[role="status"].caption', timeout=60_000)
+    page.wait_for_timeout(300)  # the scroll follows the caption's arrival
+    box = page.eval_on_selector("#live-caption .live-caption", "e => { const r = e.getBoundingClientRect();"
+                                " return [r.top, r.bottom]; }")
+    assert 0 <= box[0] and box[1] <= viewport["height"], box
+    assert focused(page)["id"] == "caption-button"  # scrolled, not focused: the announcement is not cut off
+
+
+def test_text_follows_the_browsers_font_size_and_the_page_fits_320_pixels(page, photo):
+    caption(page, photo)
+    page.wait_for_selector(".heatmap-text")
+    sample = """() => Object.fromEntries([
+        ['body text', 'h1 + p, .prose p'], ['label', '#beam-width [data-testid=block-info]'],
+        ['hint', '#beam-width .info-text'], ['caption', '#live-caption .live-caption'],
+        ['heatmap text', '.heatmap-text'], ['button', '#caption-button']
+      ].map(([name, selector]) => [name, parseFloat(getComputedStyle(document.querySelector(selector)).fontSize)]))"""
+    normal = page.evaluate(sample)
+    assert min(normal.values()) >= 16, normal
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Page.setFontSizes", {"fontSizes": {"standard": 32, "fixed": 26}})  # the browser's font setting
+    page.reload()
+    page.wait_for_selector('[role="status"]')
+    caption(page, photo)
+    page.wait_for_selector(".heatmap-text")
+    doubled = page.evaluate(sample)
+    for name, size in normal.items():
+        assert doubled[name] == pytest.approx(2 * size, rel=0.05), (name, normal, doubled)
+    cdp.send("Page.setFontSizes", {"fontSizes": {"standard": 16, "fixed": 13}})
+    page.set_viewport_size({"width": 320, "height": 640})
+    page.wait_for_timeout(300)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 320
