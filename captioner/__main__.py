@@ -21,14 +21,22 @@ def _expand(paths: list[str]) -> list[Path]:
     return out
 
 
-def cmd_caption(args) -> int:
-    from captioner.image import ImageError
+def _load(args):
+    """The model folder of ``--model`` loaded, or None after printing why it cannot be used."""
     from captioner.pipeline import Captioner, ModelFolderError
 
     try:
-        captioner = Captioner.load(args.model)
-    except (ModelFolderError, FileNotFoundError) as exc:
+        return Captioner.load(args.model, compute_dtype=args.encoder_dtype)
+    except (ModelFolderError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_caption(args) -> int:
+    from captioner.image import ImageError
+
+    captioner = _load(args)
+    if captioner is None:
         return 2
     failed = 0
     for path in _expand(args.paths):
@@ -52,9 +60,10 @@ def cmd_attention(args) -> int:
     """One image per photo: the hedged caption, the photo and one attention heatmap per word."""
     from captioner.heatmap import grid_image
     from captioner.image import ImageError
-    from captioner.pipeline import Captioner
 
-    captioner = Captioner.load(args.model)
+    captioner = _load(args)
+    if captioner is None:
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path in _expand(args.paths):
@@ -96,6 +105,14 @@ def cmd_build_encoder(args) -> int:
     return 0
 
 
+def _encoder_dtype_option(parser) -> None:
+    from captioner.encoder import ENV_DTYPE, SERVING_DTYPES
+
+    parser.add_argument("--encoder-dtype", choices=SERVING_DTYPES, default=None,
+                        help=f"the encoder's arithmetic (default: the fastest measured on this machine, "
+                             f"or {ENV_DTYPE})")
+
+
 def main(argv=None) -> int:
     from captioner.pipeline import DEFAULT_MODEL
 
@@ -105,6 +122,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("caption", help="caption photos and folders of photos")
     p.add_argument("paths", nargs="+", help="photo files or folders")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder (default: assets/model)")
+    _encoder_dtype_option(p)
     p.add_argument("--beam-size", type=int, default=None, help="beam width (default: the model's)")
     p.add_argument("--json", action="store_true", help="one JSON object per line: image, caption, score")
     p.add_argument("--hedged", action="store_true", help="word the caption by the model's confidence")
@@ -114,6 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("paths", nargs="+", help="photo files or folders")
     p.add_argument("--out", type=Path, required=True, help="folder for the images")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    _encoder_dtype_option(p)
     p.add_argument("--beam-size", type=int, default=None)
     p.add_argument("--panel", type=int, default=160, help="side of each panel in pixels")
     p.set_defaults(func=cmd_attention)

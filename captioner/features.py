@@ -84,7 +84,7 @@ def extract_features(paths: list[Path], out_dir: str | Path, config: ModelConfig
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dtype = dtype or best_compute_dtype()
+    dtype = dtype or best_compute_dtype(config, encoder_weights)
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, not {dtype!r}")
     files = [Path(p).name for p in paths]

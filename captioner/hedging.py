@@ -3,11 +3,58 @@
 MacLeod et al. (CHI 2017) found that blind users trusted wrong captions when
 they were stated flatly, and less so when the wording admitted doubt.
 The thresholds are chosen on the dev split and stored in ``config.json``.
+
+The model says either a clause ("a man is sitting on a bench") or a noun
+phrase ("a dog running on the grass"). Each hedge opens with a sentence
+adverb ("Probably", "Possibly", "perhaps"), which reads as English before
+either; the old "it may be a man is sitting" did not. A caption that stops
+mid-phrase ("people sitting on a blue") loses its dangling words first.
 """
 from __future__ import annotations
 
 from .config import ModelConfig
 from .decoding import Caption
+
+# Words a finished English caption does not end with: determiners and numbers, prepositions
+# that need an object, conjunctions; and a colour or size right after a determiner ("on a blue").
+# Particles that may end a sentence ("sitting down", "running around") are not listed.
+DETERMINERS = frozenset("a an the his her their its this that these those some two three four five several many "
+                        "each another".split())
+PREPOSITIONS = frozenset("on in at of with by for from into onto through near under behind beside next to "
+                         "across against towards toward between".split())
+CONJUNCTIONS = frozenset("and or but while as".split())
+ADJECTIVES = frozenset("black white red blue green yellow orange pink purple brown grey gray large small big little "
+                       "young tall wet snowy grassy sandy rocky colorful striped".split())
+FUNCTION_WORDS = DETERMINERS | PREPOSITIONS | CONJUNCTIONS
+
+OPENINGS = {"probably": "Probably", "possibly": "Possibly", "not sure": "I'm not sure, but perhaps"}
+
+
+def _dangling(words: list[str]) -> int:
+    """How many words at the end of ``words`` leave a phrase unfinished: 0, 1 or 2."""
+    if not words:
+        return 0
+    if words[-1] in FUNCTION_WORDS:
+        return 1
+    if len(words) >= 2 and words[-1] in ADJECTIVES and words[-2] in DETERMINERS:
+        return 2
+    return 0
+
+
+def broken_ending(words: list[str]) -> bool:
+    """True when a caption ends mid-phrase: "... on a", "... sitting on", "... a group of people on a blue"."""
+    return _dangling(words) > 0
+
+
+def whole_phrase(words: list[str]) -> list[str]:
+    """The caption without the words left dangling at its end ("sitting on a blue" -> "sitting").
+
+    Never returns an empty caption: one of dangling words only is kept as it is.
+    """
+    words = list(words)
+    while (cut := _dangling(words)) and len(words) > cut:
+        words = words[:-cut]
+    return words
 
 
 def confidence_band(caption: Caption, config: ModelConfig) -> str:
@@ -20,10 +67,9 @@ def confidence_band(caption: Caption, config: ModelConfig) -> str:
 
 
 def hedge(caption: Caption, config: ModelConfig) -> str:
-    text = caption.text
-    band = confidence_band(caption, config)
-    if band == "probably":
-        return f"Probably {text}."
-    if band == "possibly":
-        return f"Possibly {text}."
-    return f"I'm not sure; it may be {text}."
+    """The sentence a listener hears: "Probably a dog running on the grass."
+
+    "Possibly two people are walking on the beach.", "I'm not sure, but perhaps a man is climbing a rock."
+    """
+    text = " ".join(whole_phrase(caption.words))
+    return f"{OPENINGS[confidence_band(caption, config)]} {text}."

@@ -185,7 +185,7 @@ class Captioner:
         from .encoder import best_compute_dtype, build_encoder, load_encoder_weights
         from .model import build_model
 
-        compute_dtype = compute_dtype or best_compute_dtype()
+        compute_dtype = compute_dtype or best_compute_dtype(config, folder / ENCODER_WEIGHTS)
         encoder = build_encoder(config, dtype=compute_dtype)
         model = build_model(config, len(vocab))
         for name, load in ((ENCODER_WEIGHTS, lambda p: load_encoder_weights(encoder, p)),

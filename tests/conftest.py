@@ -5,11 +5,15 @@ Nothing here needs ../shared, the network or a GPU.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Hermetic: what the package keeps between runs (the measured encoder arithmetic) goes to a
+# folder of this test session, not to the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="captioner-test-cache-")
 
 from synthetic import TINY, make_dataset, random_encoder_weights  # noqa: E402
 

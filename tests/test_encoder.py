@@ -1,4 +1,5 @@
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -108,3 +109,55 @@ def test_wrong_weights_file_fails_clearly(tmp_path, tiny_config):
         enc.load_encoder_weights(enc.build_encoder(tiny_config), tmp_path / "other.h5")
     with pytest.raises(FileNotFoundError):
         enc.load_encoder_weights(enc.build_encoder(tiny_config), tmp_path / "missing.h5")
+
+
+def _fake_measure(seconds: dict, agree: dict, calls: list):
+    """measure(dtype) with given timings; features equal to float32's, or not, per dtype."""
+    base = np.random.default_rng(0).random((2, 4, 4, 8))
+
+    def measure(dtype):
+        calls.append(dtype)
+        other = np.random.default_rng(1).random((2, 4, 4, 8))
+        return seconds[dtype], base if agree.get(dtype, True) else other
+
+    return measure
+
+
+@pytest.mark.parametrize("seconds, agree, expected", [
+    ({"float32": 0.2, "bfloat16": 0.1}, {}, "bfloat16"),  # faster and the same features: chosen
+    ({"float32": 0.1, "bfloat16": 0.2}, {}, "float32"),  # slower (as on the Intel Xeon of issue 10): not chosen
+    ({"float32": 0.2, "bfloat16": 0.1}, {"bfloat16": False}, "float32"),  # faster but different features
+])
+def test_compute_dtype_is_chosen_by_measuring(tmp_path, monkeypatch, tiny_config, seconds, agree, expected):
+    monkeypatch.delenv(enc.ENV_DTYPE, raising=False)
+    calls = []
+    cache = tmp_path / "compute-path.json"
+    choice = enc.best_compute_dtype(tiny_config, cache_file=cache, measure=_fake_measure(seconds, agree, calls))
+    assert choice == expected and sorted(calls) == ["bfloat16", "float32"]
+    # Kept per machine: the next call reads the file and measures nothing.
+    assert enc.best_compute_dtype(tiny_config, cache_file=cache, measure=_fake_measure(seconds, agree, calls)) == expected
+    assert len(calls) == 2
+    kept = json.loads(cache.read_text())
+    (key,) = kept
+    assert enc._machine_key(tiny_config) == key and "keras" in key and kept[key]["dtype"] == expected
+
+
+def test_compute_dtype_can_be_forced(tmp_path, monkeypatch, tiny_config):
+    calls = []
+    monkeypatch.setenv(enc.ENV_DTYPE, "bfloat16")
+    assert enc.best_compute_dtype(tiny_config, cache_file=tmp_path / "c.json",
+                                  measure=_fake_measure({"float32": 0.1, "bfloat16": 0.9}, {}, calls)) == "bfloat16"
+    assert calls == [] and not (tmp_path / "c.json").exists()
+    monkeypatch.setenv(enc.ENV_DTYPE, "float64")
+    with pytest.raises(ValueError, match="CAPTIONER_ENCODER_DTYPE='float64'"):
+        enc.best_compute_dtype(tiny_config)
+
+
+def test_compute_dtype_really_measured(tmp_path, monkeypatch, tiny_config, encoder_weights):
+    monkeypatch.delenv(enc.ENV_DTYPE, raising=False)
+    cache = tmp_path / "compute-path.json"
+    choice = enc.best_compute_dtype(tiny_config, encoder_weights, cache_file=cache)
+    record = json.loads(cache.read_text())[enc._machine_key(tiny_config)]
+    assert choice in enc.SERVING_DTYPES and record["dtype"] == choice
+    assert set(record["seconds"]) == set(enc.SERVING_DTYPES) and all(t > 0 for t in record["seconds"].values())
+    assert record["cosine"]["float32"] == pytest.approx(1.0) and record["cosine"]["bfloat16"] > 0.9
