@@ -97,7 +97,8 @@ FOCUS_AFTER_CHOICE = """
 }, 0); }
 """
 # When the caption arrives: bring it into view, without moving focus (a screen reader announces it).
-SHOW_CAPTION = "() => { const c = document.getElementById('live-caption'); if (c) c.scrollIntoView({block: 'nearest'}); }"
+SHOW_CAPTION = ("() => { const c = document.getElementById('live-caption');"
+                " if (c) c.scrollIntoView({block: 'nearest'}); }")
 
 
 def launch_options() -> dict:
@@ -192,7 +193,8 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
         for image, text in items:
             path = state.scratch.path(".jpg")
             image.save(path, quality=90)
-            gallery.append(HeatmapItem(image=FileData(path=str(path)).model_dump(), caption=text))  # a dict: Gradio serves it
+            # A FileData nested in a dict must itself be a dict for Gradio to serve the file.
+            gallery.append(HeatmapItem(image=FileData(path=str(path)).model_dump(), caption=text))
         return gallery, [text for _, text in items], FileData(path=str(state.save_grid(described, opacity)))
 
     def speak(text: str, rate: int = speech.DEFAULT_RATE) -> FileData:

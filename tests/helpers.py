@@ -12,7 +12,7 @@ from captioner.serve import AppDidNotStart, free_port, start_app, stop  # noqa: 
 from synthetic import shape_photo
 
 TRUTH = "a red circle on a blue background"  # what the tiny model says of red_circle()
-BANDS = ("Probably ", "Possibly ", "I'm not sure; it may be ")
+BANDS = ("Probably ", "Possibly ", "I'm not sure")  # the openings of captioner.hedging.hedge
 
 
 def red_circle() -> Image.Image:

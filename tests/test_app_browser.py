@@ -397,3 +397,19 @@ def test_text_follows_the_browsers_font_size_and_the_page_fits_320_pixels(page, 
     page.set_viewport_size({"width": 320, "height": 640})
     page.wait_for_timeout(300)
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 320
+
+
+def test_the_page_says_the_hedged_sentence_of_the_one_describe_call(page, tmp_path, tiny_captioner):
+    """Whatever the confidence, the page shows and speaks Description.hedged (grammatical, see
+    captioner.hedging), never a wording of its own. Noise is a photo the tiny model is unsure of."""
+    import numpy as np
+    from PIL import Image
+
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), np.uint8)).save(noise)
+    expected = tiny_captioner.describe(str(noise), tiny_captioner.config.beam_size).hedged
+    choose(page, noise)
+    page.click("#caption-button")
+    page.wait_for_selector('[role="status"].caption', timeout=60_000)
+    assert live_text(page) == expected
+    assert expected[0].isupper() and expected.endswith(".") and "  " not in expected

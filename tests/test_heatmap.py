@@ -42,14 +42,16 @@ def test_how_concentrated_a_map_is_tells_two_maps_of_one_zone_apart():
 
 
 def test_describe_works_on_any_grid_size_and_an_empty_map():
-    assert heatmap.describe_attention(peak(4, 3, 0)) == "looked hardest at the lower left; half its attention on 6% of the photo"
+    assert heatmap.describe_attention(peak(4, 3, 0)) == (
+        "looked hardest at the lower left; half its attention on 6% of the photo")
     assert heatmap.describe_attention(np.zeros((4, 4))) == "nowhere in particular"
     with pytest.raises(ValueError):
         heatmap.describe_attention(np.zeros(16))
 
 
 def test_alt_text_names_the_word_and_the_place():
-    assert heatmap.alt_text("dog", peak(14, 12, 1)) == "dog: looked hardest at the lower left; half its attention on 1% of the photo"
+    assert heatmap.alt_text("dog", peak(14, 12, 1)) == (
+        "dog: looked hardest at the lower left; half its attention on 1% of the photo")
 
 
 def test_upsample_is_smooth_scaled_and_peaks_where_the_grid_does():
