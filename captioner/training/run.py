@@ -133,8 +133,10 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     except ImportError:
         log.info("tensorboard is not installed: no TensorBoard logs")
     if not run.finished():
+        # shuffle=False: CaptionBatches orders each epoch from (seed, epoch) itself; Keras's own shuffling
+        # of a PyDataset (other backends) would draw from numpy's global state, which a resumed run lacks.
         model.fit(batches.dataset(), epochs=tcfg.epochs, initial_epoch=run.epoch, callbacks=callbacks,
-                  verbose=1 if progress else 2)
+                  shuffle=False, verbose=1 if progress else 2)
     load_decoder_weights(model, run.best_checkpoint)
     log.info("best dev BLEU-4 %.4f after epoch %d", run.best_score, run.best_epoch)
     if tcfg.average_last > 1:
