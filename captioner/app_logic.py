@@ -34,7 +34,7 @@ MIN_BEAM, MAX_BEAM = 1, 10
 DISPLAY_SIDE = 448  # longer side of the photo under each heatmap in the gallery
 IDLE_MESSAGE = "No photo chosen yet. Choose a photo, then press Caption."
 BUSY_MESSAGE = "Describing the photo…"  # announced at once, so the visitor knows the button worked
-REMOVED_MESSAGE = "Photo removed. Choose a photo, then press Caption."
+REMOVED_MESSAGE = "No photo chosen. Choose a photo, then press Caption."  # removed, or another source picked
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the photo on its side
 

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 AXE = Path(os.environ.get("AXE_CORE_JS", ROOT / "node_modules" / "axe-core" / "axe.min.js"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # a test pattern as webcam
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 UPLOAD_LABEL = "Drop an image file here to upload"
 STARTUP_SECONDS = 240
@@ -270,7 +271,7 @@ def test_a_new_photo_clears_the_old_results_and_is_announced(page, photo, tmp_pa
     assert all(TRUTH not in said for said in page.evaluate("() => window.announced"))
     page.wait_for_function("() => document.activeElement.id === 'caption-button'")
     page.get_by_role("button", name="Remove Image").click()  # removing the photo is announced too
-    page.wait_for_function("() => document.querySelector('[role=status]').textContent.startsWith('Photo removed')")
+    page.wait_for_function("() => document.querySelector('[role=status]').textContent.startsWith('No photo chosen.')")
 
 
 def test_a_file_that_is_not_a_photo_is_reported_when_chosen(page, photo, tmp_path):
@@ -413,3 +414,16 @@ def test_the_page_says_the_hedged_sentence_of_the_one_describe_call(page, tmp_pa
     page.wait_for_selector('[role="status"].caption', timeout=60_000)
     assert live_text(page) == expected
     assert expected[0].isupper() and expected.endswith(".") and "  " not in expected
+
+
+def test_a_webcam_photo_is_announced_like_an_upload(page):
+    page.context.grant_permissions(["camera"])
+    page.get_by_role("button", name="Capture from camera").click()
+    page.get_by_role("button", name="Click to Access Webcam").click()
+    page.wait_for_function("() => { const v = document.querySelector('#photo video'); return v && v.readyState >= 2; }",
+                           timeout=30_000)  # the camera is streaming
+    page.get_by_role("button", name="capture photo").click()
+    page.wait_for_function("() => document.querySelector('[role=status]').textContent.startsWith('Photo chosen: ')",
+                           timeout=30_000)
+    assert live_text(page).endswith("pixels. Press Caption to describe it.")
+    page.wait_for_function("() => document.activeElement.id === 'caption-button'")
