@@ -82,6 +82,9 @@ JS = """
       const label = block.querySelector('[data-testid="block-info"]');
       if (label && input.getAttribute('aria-label')) label.setAttribute('aria-hidden', 'true');
     });
+    // Decorative icons in block labels ("Photo", "Example photos") are not announced as images.
+    document.querySelectorAll('[data-testid="block-label"] svg, .label svg')
+      .forEach(icon => icon.setAttribute('aria-hidden', 'true'));
   };
   fix();
   new MutationObserver(fix).observe(document.body, {childList: true, subtree: true, attributes: true,
