@@ -17,8 +17,9 @@ import numpy as np
 from common import encoder, photos, timed
 
 from captioner.config import ModelConfig
-from captioner.encoder import encode_function, int8_encode_function
-from captioner.features import CALIBRATION_PHOTOS, best_compute_dtype
+from captioner.backend import int8_encode_function
+from captioner.encoder import best_compute_dtype, encode_function
+from captioner.features import CALIBRATION_PHOTOS
 
 
 def main():
@@ -34,13 +35,13 @@ def main():
 
     baseline = encoder(config, "float32")
     baseline.predict(x[:16], batch_size=16, verbose=0)  # warm up
-    dtype = best_compute_dtype()
+    dtype = best_compute_dtype(config)
     fast = encoder(config, dtype)
     fn = encode_function(fast, dtype)  # what captioner.features uses
 
     def ours():
         for s in range(0, n, args.batch_size):
-            fn(x[s:s + args.batch_size]).numpy().astype(np.float16)
+            np.asarray(fn(x[s:s + args.batch_size])).astype(np.float16)
 
     ours()  # warm up (traces once per batch shape)
     int8 = int8_encode_function(baseline, x[:CALIBRATION_PHOTOS])

@@ -5,7 +5,7 @@
 
 The evidence behind ``train.py --dtype int8``: int8 arithmetic (AVX-512 VNNI) does more than
 bfloat16 on a CPU whose bfloat16 convolutions already run at its ceiling. This quantises the
-encoder with :func:`captioner.encoder.int8_encode_function` (calibrated on the first half of the
+encoder with :func:`captioner.backend.int8_encode_function` (calibrated on the first half of the
 photos), and prints its time per photo beside the project's bfloat16 path and how close its
 features are to float32 ones (cosine similarity per region, on the other half of the photos).
 With ``--bleu MODEL``, it also quantises that model folder's encoder (calibrated on 32 training
@@ -21,8 +21,8 @@ import numpy as np
 from common import encoder, photos, timed
 
 from captioner.config import ModelConfig
-from captioner.encoder import encode_function, int8_encode_function
-from captioner.features import best_compute_dtype
+from captioner.backend import int8_encode_function
+from captioner.encoder import best_compute_dtype, encode_function
 
 
 def main():
@@ -42,11 +42,11 @@ def main():
     def int8_features():
         return run(test)
 
-    dtype = best_compute_dtype()
+    dtype = best_compute_dtype(config)
     fn = encode_function(encoder(config, dtype), dtype)
 
     def project():
-        return np.concatenate([fn(test[s:s + 32]).numpy() for s in range(0, len(test), 32)])
+        return np.concatenate([np.asarray(fn(test[s:s + 32])) for s in range(0, len(test), 32)])
 
     int8_features(), project()  # warm up
     t_int8, t_ours = [], []
@@ -72,18 +72,18 @@ def bleu(model_dir: Path, data_dir: Path) -> None:
     from captioner.encoder import build_encoder, load_encoder_weights
     from captioner.evaluate import bleu_scores, decode_all, evaluate_folder, format_table
     from captioner.image import load_and_preprocess
-    from captioner.pipeline import Captioner
+    from captioner.pipeline import ENCODER_WEIGHTS, Captioner
 
     captioner = Captioner.load(model_dir)
     config = captioner.config
     data = load_data(data_dir)
     float32 = build_encoder(config)
-    load_encoder_weights(float32, Path(model_dir) / "encoder.weights.h5")
+    load_encoder_weights(float32, Path(model_dir) / ENCODER_WEIGHTS)
     calibration = np.stack([load_and_preprocess(data.path(f), config) for f in data.split("train")[:32]])
     run = int8_encode_function(float32, calibration)
     files = data.split("test")
     features = np.concatenate([run(load_and_preprocess(data.path(f), config)[None]) for f in files])
-    features = features.reshape(len(files), config.num_regions, config.feature_dim)
+    features = features.reshape(len(files), -1, features.shape[-1])  # (N, L, D)
     hypotheses = [c.words for c in decode_all(captioner, features, 3)]
     int8 = bleu_scores([data.captions[f] for f in files], hypotheses)
     own = evaluate_folder(model_dir, data_dir, "test", (3,), progress=False)[3]

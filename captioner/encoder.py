@@ -40,6 +40,7 @@ COMPUTE_DTYPES = ("float32", "bfloat16", "int8")  # the encoder's arithmetic ("i
 SERVING_DTYPES = ("float32", "bfloat16")  # what a captioner may encode single photos with
 ENV_DTYPE = "CAPTIONER_ENCODER_DTYPE"  # forces the choice, e.g. CAPTIONER_ENCODER_DTYPE=float32
 MIN_COSINE = 0.995  # features of a faster path must agree this well with float32's, photo by photo
+MIN_GAIN = 0.9  # ... and take at most this share of float32's time: a near tie keeps the reference
 
 
 def best_compute_dtype(config: ModelConfig | None = None, weights: str | Path | None = None,
@@ -53,6 +54,8 @@ def best_compute_dtype(config: ModelConfig | None = None, weights: str | Path | 
     float32's (cosine at least :data:`MIN_COSINE`), logs the result and keeps
     it in a small JSON file keyed by the processor and the library versions
     (``$XDG_CACHE_HOME/captioner/compute-path.json``); later calls read it.
+    float32, the reference, is kept unless another path takes at most
+    :data:`MIN_GAIN` of its time.
     ``CAPTIONER_ENCODER_DTYPE`` forces a choice. ``measure`` (for tests)
     replaces the timing: ``measure(dtype) -> (seconds, features)``.
     """
@@ -80,7 +83,8 @@ def best_compute_dtype(config: ModelConfig | None = None, weights: str | Path | 
     for dtype in SERVING_DTYPES:
         seconds[dtype], features[dtype] = measure(dtype)
     cosine = {d: _min_cosine(features[d], features["float32"]) for d in SERVING_DTYPES}
-    usable = ["float32"] + [d for d in SERVING_DTYPES if d != "float32" and cosine[d] >= MIN_COSINE]
+    usable = ["float32"] + [d for d in SERVING_DTYPES if d != "float32" and cosine[d] >= MIN_COSINE
+                            and seconds[d] <= MIN_GAIN * seconds["float32"]]
     choice = min(usable, key=lambda d: seconds[d])
     log.warning("encoder arithmetic: %s (measured on this machine: %s; agreement with float32: %s)", choice,
                 ", ".join(f"{d} {1000 * t:.0f} ms" for d, t in seconds.items()),

@@ -77,12 +77,25 @@ def split_features(captioner, data, split: str, cache_root, max_images: int | No
     return files, cache.rows(files)
 
 
-def score_features(captioner, features, references, beam_sizes=(3,), coco: bool = False) -> dict:
-    """Decode every photo's features with each beam width and score: {beam_size: {metric: value}}."""
+def score_features(captioner, features, references, beam_sizes=(3,), coco: bool = False,
+                   captions: dict | None = None) -> dict:
+    """Decode every photo's features with each beam width and score: {beam_size: {metric: value}}.
+
+    Besides BLEU (and the coco metrics), ``broken_endings`` is the share of
+    captions that end mid-phrase ("sitting on a blue"; see
+    :func:`captioner.hedging.broken_ending`). ``captions``, if given, receives
+    each beam width's :class:`~captioner.decoding.Caption` list.
+    """
+    from .hedging import broken_ending
+
     table = {}
     for k in beam_sizes:
-        hypotheses = [c.words for c in decode_all(captioner, features, k)]
+        decoded = decode_all(captioner, features, k)
+        if captions is not None:
+            captions[k] = decoded
+        hypotheses = [c.words for c in decoded]
         scores = bleu_scores(references, hypotheses)
+        scores["broken_endings"] = sum(map(broken_ending, hypotheses)) / max(1, len(hypotheses))
         if coco:
             try:
                 scores.update(coco_scores(references, hypotheses))
@@ -95,8 +108,12 @@ def score_features(captioner, features, references, beam_sizes=(3,), coco: bool 
 
 def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), cache_root="cache",
                     coco: bool = False, max_images: int | None = None, progress: bool = True,
-                    length_penalty: float | None = None, compute_dtype: str | None = None) -> dict:
+                    length_penalty: float | None = None, compute_dtype: str | None = None,
+                    captions_out: str | Path | None = None) -> dict:
     """Score a model folder on a split: {beam_size: {metric: value}}.
+
+    ``captions_out`` names a JSON-lines file for the captions of the first beam
+    width: photo, caption, hedged wording, score and per-word log-probability.
 
     ``length_penalty`` overrides the folder's own, to choose it on the dev split.
     ``compute_dtype`` is the encoder's arithmetic; by default the one its
@@ -116,13 +133,22 @@ def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), c
         captioner.config = dataclasses.replace(captioner.config, length_penalty=length_penalty)
     data = load_data(data_dir)
     files, features = split_features(captioner, data, split, cache_root, max_images, progress, compute_dtype)
-    return score_features(captioner, features, [data.captions[f] for f in files], beam_sizes, coco)
+    decoded = {}
+    table = score_features(captioner, features, [data.captions[f] for f in files], beam_sizes, coco, decoded)
+    if captions_out:
+        from .hedging import hedge
+
+        rows = [{"image": f, "caption": c.text, "hedged": hedge(c, captioner.config), "score": round(c.score, 4),
+                 "mean_log_prob": round(c.mean_log_prob, 4)} for f, c in zip(files, decoded[beam_sizes[0]])]
+        Path(captions_out).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return table
 
 
 def format_table(table: dict) -> str:
-    metrics = [m for m in ("bleu1", "bleu2", "bleu3", "bleu4", "coco_bleu4", "meteor", "rouge_l", "cider")
-               if any(m in row for row in table.values())]
-    lines = ["| beam | " + " | ".join(m.upper().replace("_", "-") for m in metrics) + " |",
+    metrics = [m for m in ("bleu1", "bleu2", "bleu3", "bleu4", "coco_bleu4", "meteor", "rouge_l", "cider",
+                           "broken_endings") if any(m in row for row in table.values())]
+    names = {"broken_endings": "broken endings %"}
+    lines = ["| beam | " + " | ".join(names.get(m, m.upper().replace("_", "-")) for m in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
     for k, row in table.items():
         lines.append(f"| {k} | " + " | ".join(f"{100 * row[m]:.1f}" if m in row else "-" for m in metrics) + " |")

@@ -7,8 +7,9 @@ The thresholds are chosen on the dev split and stored in ``config.json``.
 The model says either a clause ("a man is sitting on a bench") or a noun
 phrase ("a dog running on the grass"). Each hedge opens with a sentence
 adverb ("Probably", "Possibly", "perhaps"), which reads as English before
-either; the old "it may be a man is sitting" did not. A caption that stops
-mid-phrase ("people sitting on a blue") loses its dangling words first.
+either; the old "it may be a man is sitting" did not. A caption that loops
+("white and white and white") is said once, and one that stops mid-phrase
+("people sitting on a blue") loses its dangling words.
 """
 from __future__ import annotations
 
@@ -46,12 +47,39 @@ def broken_ending(words: list[str]) -> bool:
     return _dangling(words) > 0
 
 
-def whole_phrase(words: list[str]) -> list[str]:
-    """The caption without the words left dangling at its end ("sitting on a blue" -> "sitting").
+def without_repeats(words: list[str], longest: int = 4) -> list[str]:
+    """The caption with a phrase said twice in a row said once ("white and white and white" -> "white",
+    "a red car car" -> "a red car").
 
-    Never returns an empty caption: one of dangling words only is kept as it is.
+    A decoder that runs to its length limit often loops like this; a listener hears noise.
     """
     words = list(words)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(words) - 2):  # "white and white" -> "white"
+            if words[i] == words[i + 2] and words[i + 1] in ("and", "or"):
+                del words[i + 1:i + 3]
+                changed = True
+                break
+        for n in range(1, longest + 1):
+            i = 0
+            while i + 2 * n <= len(words):
+                if words[i:i + n] == words[i + n:i + 2 * n]:
+                    del words[i + n:i + 2 * n]
+                    changed = True
+                else:
+                    i += 1
+    return words
+
+
+def whole_phrase(words: list[str]) -> list[str]:
+    """The caption said once and ended whole: repeats folded, dangling words dropped from its end.
+
+    "people dressed in white and white and white and" -> "people dressed in white";
+    "sitting on a blue" -> "sitting". Never returns an empty caption.
+    """
+    words = without_repeats(words)
     while (cut := _dangling(words)) and len(words) > cut:
         words = words[:-cut]
     return words
