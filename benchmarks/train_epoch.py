@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from common import ModelConfig
 
+from captioner import backend
 from captioner.encoder import feature_shape
 from captioner.model import build_model
 from captioner.pipeline import DEFAULT_MODEL
@@ -46,7 +47,7 @@ def main():
     for jit in {"both": (False, True), "off": (False,), "on": (True,)}[args.xla]:
         batches = CaptionBatches(feats, rng.integers(0, 500, n), caps, args.batch_size, config.max_length)
         model = build_model(config, vocab_size)
-        model.compile(optimizer=keras.optimizers.Adam(4e-4), jit_compile=jit)
+        model.compile(optimizer=keras.optimizers.Adam(4e-4), jit_compile=backend.jit_compile(jit))
         model.fit(batches.dataset().repeat(), epochs=1, steps_per_epoch=30, verbose=0)  # compile every bucket shape
         start = time.perf_counter()
         model.fit(batches.dataset().repeat(), epochs=1, steps_per_epoch=args.steps, verbose=0)

@@ -47,11 +47,22 @@ def compile_function(fn, owner):
     return fn
 
 
+def jit_compile(requested: bool) -> bool:
+    """``Model.compile(jit_compile=...)`` for this backend.
+
+    TensorFlow runs the train step as a graph either way, and XLA is opt-in
+    (it was slower on the 2-core CPUs this project trains on). JAX has no
+    graph mode besides XLA: without it every operation of every step runs
+    eagerly, many times slower, so JAX always compiles.
+    """
+    return requested if name() == "tensorflow" else True
+
+
 def to_numpy(x) -> np.ndarray:
     return keras.ops.convert_to_numpy(x)
 
 
-def tf_dataset(one_epoch, signature: dict):
+def tf_dataset(one_epoch, signature: dict, length: int | None = None):
     """A tf.data pipeline for ``fit`` over a Python generator of dict batches (TensorFlow only).
 
     ``one_epoch()`` yields the batches of one epoch; ``signature`` maps each
@@ -62,7 +73,10 @@ def tf_dataset(one_epoch, signature: dict):
     import tensorflow as tf
 
     specs = {key: tf.TensorSpec(shape, dtype) for key, (shape, dtype) in signature.items()}
-    return tf.data.Dataset.from_generator(one_epoch, output_signature=specs)
+    data = tf.data.Dataset.from_generator(one_epoch, output_signature=specs)
+    if length is not None:  # batches per epoch, so that fit shows progress and knows where an epoch ends
+        data = data.apply(tf.data.experimental.assert_cardinality(length))
+    return data.prefetch(2)
 
 
 def int8_encode_function(encoder, calibration: np.ndarray, threads: int | None = None):

@@ -96,8 +96,5 @@ class CaptionBatches(keras.utils.PyDataset):
 
         if backend.name() != "tensorflow":
             return self  # a keras.utils.PyDataset
-        import tensorflow as tf
-
-        data = backend.tf_dataset(one_epoch, {"features": ((None,) + self.features.shape[1:], "float16"),
-                                              "captions": ((None, None), "int32")})
-        return data.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
+        return backend.tf_dataset(one_epoch, {"features": ((None,) + self.features.shape[1:], "float16"),
+                                              "captions": ((None, None), "int32")}, length=len(self))

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from .. import backend
 from ..config import ModelConfig, TrainConfig
 from ..model import CaptionModel
 from ..vocab import Vocabulary
@@ -108,7 +109,7 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     schedule = keras.optimizers.schedules.ExponentialDecay(  # decays once per epoch
         tcfg.learning_rate, decay_steps=max(1, len(batches)), decay_rate=tcfg.lr_decay, staircase=True)
     model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=tcfg.clip_norm),
-                  jit_compile=tcfg.jit_compile)
+                  jit_compile=backend.jit_compile(tcfg.jit_compile))
     if checkpoint:
         run = restore_checkpoint(checkpoint, model)
         run.train_config = tcfg  # this invocation's settings (for example more epochs) from here on
