@@ -57,6 +57,17 @@ def variant(photo: Path, index: int, folder: Path) -> Path:
     return path
 
 
+def resident_mib(pid: int) -> float:
+    """The resident memory of a process in MiB (Linux /proc; NaN elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder")
@@ -113,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             for key, values in times.items():
                 print(f"{key:<14} {1000 * np.median(values):8.0f} {1000 * np.percentile(values, 90):8.0f}")
             print("goal: /describe (submit to caption, heatmaps and audio) p50 at most 1000 ms")
+            print(f"app resident memory after {args.warmup + args.runs} rounds: {resident_mib(process.pid):.0f} MiB")
         finally:
             stop(process)
 

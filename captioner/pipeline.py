@@ -38,16 +38,10 @@ log = logging.getLogger(__name__)
 
 
 def bundled(name: str) -> Path:
-    """``assets/<name>`` of this checkout, or of the installed package data (``pip install .``)."""
-    checkout = Path(__file__).resolve().parent.parent / "assets" / name
-    if checkout.is_dir():
-        return checkout
-    try:
-        from importlib.resources import files
-
-        return Path(str(files("captioner_assets") / name))
-    except ModuleNotFoundError:
-        return checkout
+    """``assets/<name>`` of this checkout, or the same files installed as package data (``pip install .``)."""
+    here = Path(__file__).resolve().parent.parent
+    checkout, installed = here / "assets" / name, here / "captioner_assets" / name
+    return installed if installed.is_dir() and not checkout.is_dir() else checkout
 
 
 DEFAULT_MODEL = bundled("model")
