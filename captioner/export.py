@@ -98,7 +98,7 @@ The app decodes with beam width {config.beam_size} and length penalty {config.le
 
 **Hedged wording.** The mean log-probability per word decides the wording:
 "Probably ..." at or above {config.hedge_sure:.3f}, "Possibly ..." at or above
-{config.hedge_possible:.3f}, otherwise "I'm not sure; it may be ...". On dev, BLEU-1 of
+{config.hedge_possible:.3f}, otherwise "I'm not sure, but perhaps ...". On dev, BLEU-1 of
 each band: probably {100 * h.get('probably_bleu1', 0):.1f}, possibly {100 * h.get('possibly_bleu1', 0):.1f},
 not sure {100 * h.get('not_sure_bleu1', 0):.1f}.
 

@@ -79,8 +79,9 @@ def extract_features(paths: list[Path], out_dir: str | Path, config: ModelConfig
                      batch_size: int = 32, dtype: str | None = None, progress: bool = True) -> FeatureCache:
     """Encode ``paths`` into ``out_dir`` (resuming a cache that was interrupted).
 
-    ``dtype`` is the encoder's arithmetic: "float32", "bfloat16" (the default where the processor
-    has bfloat16 units) or "int8" (see :func:`captioner.backend.int8_encode_function`).
+    ``dtype`` is the encoder's arithmetic: "float32", "bfloat16" (by default the faster of the two,
+    as measured by :func:`captioner.encoder.best_compute_dtype`) or "int8" (see
+    :func:`captioner.backend.int8_encode_function`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
