@@ -41,6 +41,7 @@ SERVING_DTYPES = ("float32", "bfloat16")  # what a captioner may encode single p
 ENV_DTYPE = "CAPTIONER_ENCODER_DTYPE"  # forces the choice, e.g. CAPTIONER_ENCODER_DTYPE=float32
 MIN_COSINE = 0.995  # features of a faster path must agree this well with float32's, photo by photo
 MIN_GAIN = 0.9  # ... and take at most this share of float32's time: a near tie keeps the reference
+ROUNDS = 3  # timing rounds, alternating between the paths
 
 
 def best_compute_dtype(config: ModelConfig | None = None, weights: str | Path | None = None,
@@ -50,7 +51,8 @@ def best_compute_dtype(config: ModelConfig | None = None, weights: str | Path | 
     Chosen by measuring, never from CPU flags: bfloat16 ran at twice the
     float32 speed on one of this project's machines and at half of it on
     another with the same flags. The first call on a machine times each of
-    :data:`SERVING_DTYPES` on a real-sized batch, checks the features against
+    :data:`SERVING_DTYPES` on a real-sized batch (best of :data:`ROUNDS`
+    alternating rounds), checks the features against
     float32's (cosine at least :data:`MIN_COSINE`), logs the result and keeps
     it in a small JSON file keyed by the processor and the library versions
     (``$XDG_CACHE_HOME/captioner/compute-path.json``); later calls read it.
@@ -79,9 +81,11 @@ def best_compute_dtype(config: ModelConfig | None = None, weights: str | Path | 
     if isinstance(known.get(key), dict) and known[key].get("dtype") in SERVING_DTYPES:
         return known[key]["dtype"]
     measure = measure or _timer(config, weights)
-    seconds, features = {}, {}
-    for dtype in SERVING_DTYPES:
-        seconds[dtype], features[dtype] = measure(dtype)
+    seconds, features = {d: float("inf") for d in SERVING_DTYPES}, {}
+    for _ in range(ROUNDS):  # alternating, best of each: a burst of load on a shared machine hits both
+        for dtype in SERVING_DTYPES:
+            took, features[dtype] = measure(dtype)
+            seconds[dtype] = min(seconds[dtype], took)
     cosine = {d: _min_cosine(features[d], features["float32"]) for d in SERVING_DTYPES}
     usable = ["float32"] + [d for d in SERVING_DTYPES if d != "float32" and cosine[d] >= MIN_COSINE
                             and seconds[d] <= MIN_GAIN * seconds["float32"]]
@@ -134,24 +138,27 @@ def _cores() -> int:
 
 
 def _timer(config: ModelConfig, weights):
-    """measure(dtype) -> (best seconds for a batch of 2 photos, features): real weights if given."""
+    """measure(dtype) -> (seconds for a batch of 2 photos, features), with real weights if given.
+
+    Each path's encoder is built, loaded and warmed up on its first call; later calls only time it.
+    """
     import time
 
     rng = np.random.default_rng(0)
     pixels = rng.normal(size=(2, config.image_size, config.image_size, 3)).astype(np.float32)
+    ready = {}
 
     def measure(dtype: str):
-        encoder = build_encoder(config, dtype=dtype)
-        if weights is not None:
-            load_encoder_weights(encoder, weights)
-        encode = encode_function(encoder, dtype)
-        out = np.asarray(encode(pixels), np.float32)  # traced and warmed up
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            np.asarray(encode(pixels))
-            best = min(best, time.perf_counter() - start)
-        return best, out
+        if dtype not in ready:
+            encoder = build_encoder(config, dtype=dtype)
+            if weights is not None:
+                load_encoder_weights(encoder, weights)
+            encode = encode_function(encoder, dtype)
+            ready[dtype] = encode, np.asarray(encode(pixels), np.float32)  # traced and warmed up
+        encode, out = ready[dtype]
+        start = time.perf_counter()
+        np.asarray(encode(pixels))
+        return time.perf_counter() - start, out
 
     return measure
 
