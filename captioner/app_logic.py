@@ -2,13 +2,14 @@
 
 :class:`AppState` holds what the app keeps for all visitors: the captioner (or why there is none),
 recent results, a scratch folder and whether speech works. Each visitor's last caption is a
-:class:`Described`, kept by Gradio per visitor. A visitor's photo arrives as Gradio's raw file
+:class:`~captioner.pipeline.Description` (its photo at display size), kept by Gradio per visitor. A visitor's photo arrives as Gradio's raw file
 payload (the app asks Gradio not to preprocess it, so that :func:`captioner.image.load_image`, not PIL
 inside Gradio, meets every bad file and can explain what is wrong). Nothing here needs a server, so
 tests call it directly; the HTML comes from :mod:`captioner.views`.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import tempfile
@@ -23,10 +24,9 @@ from pathlib import Path
 from PIL import Image
 
 from . import heatmap, speech, views
-from .decoding import Caption
 from .image import ImageError, load_image
 from .limits import clamp
-from .pipeline import Captioner, ModelFolderError
+from .pipeline import Captioner, Description, ModelFolderError
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +44,10 @@ class ModelUnavailable(RuntimeError):
 
 
 @dataclass
-class Described:
-    """One captioned photo, kept per visitor (gr.State) so heatmaps and speech reuse it."""
-
-    photo: Image.Image  # upright RGB, at most DISPLAY_SIDE pixels on its longer side
-    caption: Caption
-    hedged: str  # "Probably a dog running on grass."
-
-
-@dataclass
 class Everything:
     """A caption with all that goes with it: what the /describe API endpoint returns."""
 
-    described: Described
+    described: Description
     alt_texts: list[str]  # where the model looked for each word, in words
     grid: Path  # one PNG: the caption, the photo and a labelled heatmap per word
     audio: Path | None  # the hedged caption read aloud; None if speech failed
@@ -111,7 +102,7 @@ class Recent:
 
     def __init__(self, size: int = 32):
         self.size = size
-        self._items: OrderedDict[tuple, Described] = OrderedDict()
+        self._items: OrderedDict[tuple, Description] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -125,14 +116,14 @@ class Recent:
             return None
         return digest, beam_size
 
-    def get(self, key: tuple) -> Described | None:
+    def get(self, key: tuple) -> Description | None:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
         return None
 
-    def put(self, key: tuple, described: Described) -> None:
+    def put(self, key: tuple, described: Description) -> None:
         with self._lock:
             self._items[key] = described
             self._items.move_to_end(key)
@@ -161,12 +152,12 @@ class Scratch:
         return self.root / f"{uuid.uuid4().hex}{suffix}"
 
 
-def alt_texts(described: Described) -> list[str]:
+def alt_texts(described: Description) -> list[str]:
     """One text alternative per word: "dog: looked hardest at the lower left; ..."."""
     return [heatmap.alt_text(word, grid) for word, grid in zip(described.caption.words, described.caption.attention)]
 
 
-def heatmap_items(described: Described, opacity: float = heatmap.DEFAULT_OPACITY) -> list[tuple[Image.Image, str]]:
+def heatmap_items(described: Description, opacity: float = heatmap.DEFAULT_OPACITY) -> list[tuple[Image.Image, str]]:
     """Each word's heatmap over the photo, with its alt text."""
     return [(heatmap.overlay(described.photo, grid, opacity), text)
             for grid, text in zip(described.caption.attention, alt_texts(described))]
@@ -204,7 +195,7 @@ class AppState:
 
     # --- the model ---------------------------------------------------------------------------
 
-    def describe(self, source, beam_size=None) -> Described:
+    def describe(self, source, beam_size=None) -> Description:
         """Caption one photo with the top-5 words per step. Raises ImageError or ModelUnavailable.
 
         A photo captioned lately at the same beam width is not captioned again.
@@ -216,7 +207,8 @@ class AppState:
         if key is not None and (kept := self.recent.get(key)) is not None:
             return kept
         done = self.captioner.describe(source, beam_size, with_steps=True)
-        described = Described(heatmap.fit(done.photo, DISPLAY_SIDE), done.caption, done.hedged)
+        # kept per visitor (gr.State) and in Recent: the photo at display size, not as uploaded
+        described = dataclasses.replace(done, photo=heatmap.fit(done.photo, DISPLAY_SIDE))
         if key is not None:
             self.recent.put(key, described)
         return described
@@ -237,7 +229,7 @@ class AppState:
 
     # --- files -------------------------------------------------------------------------------
 
-    def save_grid(self, described: Described, opacity=None) -> Path:
+    def save_grid(self, described: Description, opacity=None) -> Path:
         """Write the combined heatmap image (caption, photo, one panel per word, colour key) as a PNG."""
         path = self.scratch.path(".png")
         image = heatmap.grid_image(described.photo, described.caption.words, described.caption.attention,
@@ -270,8 +262,8 @@ class AppState:
         return views.live_html(f"Photo chosen: {name}, {width} by {height} pixels. "
                                "Press Caption to describe it.", "idle"), True
 
-    def caption_view(self, payload, beam_size) -> tuple[str, Described | None, str]:
-        """The Caption button: (live-region HTML, Described or None, teacher view HTML).
+    def caption_view(self, payload, beam_size) -> tuple[str, Description | None, str]:
+        """The Caption button: (live-region HTML, Description or None, teacher view HTML).
 
         Every failure becomes a message in the live region; nothing is raised.
         """
@@ -285,14 +277,14 @@ class AppState:
                                     "error"), None, views.teacher_html(None))
         return views.live_html(described.hedged), described, views.teacher_html(described.caption)
 
-    def heatmaps_view(self, described: Described | None, opacity) -> tuple[str, Path | None]:
+    def heatmaps_view(self, described: Description | None, opacity) -> tuple[str, Path | None]:
         """Heatmaps for the visitor's last caption: (gallery HTML, combined grid PNG path), or ("", None)."""
         if described is None:
             return "", None
         opacity = clamp_opacity(opacity)
         return views.gallery_html(heatmap_items(described, opacity)), self.save_grid(described, opacity)
 
-    def speech_view(self, described: Described | None, rate) -> tuple[Path | None, str]:
+    def speech_view(self, described: Description | None, rate) -> tuple[Path | None, str]:
         """Speech for the visitor's last caption: (WAV path or None, a note for the page)."""
         if described is None:
             return None, ""
@@ -310,6 +302,6 @@ def _upright_size(source) -> tuple[int, int]:
     return (height, width) if orientation in SWAPPED_ORIENTATIONS else (width, height)
 
 
-__all__ = ["AppState", "Described", "Everything", "ImageError", "ModelUnavailable", "Recent", "Scratch",
+__all__ = ["AppState", "Everything", "ImageError", "ModelUnavailable", "Recent", "Scratch",
            "alt_texts", "clamp_opacity", "example_label", "example_photos", "heatmap_items", "load_captioner",
            "photo_name", "photo_source"]

@@ -154,7 +154,7 @@ def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int
         width = beam_size - len(finished)
         total = np.array([b[1] for b in beams])[:, None] + log_probs  # (n, V)
         order = np.argsort(-total.ravel(), kind="stable")[:width]
-        keep, next_tokens = [], []
+        keep = []
         for flat in order:
             parent, word = divmod(int(flat), total.shape[1])
             ptoks, _, palphas, psteps = beams[parent]

@@ -125,7 +125,7 @@ def _machine_key(config: ModelConfig) -> str:
     except OSError:
         pass
     backend = keras.backend.backend()
-    library = __import__(backend if backend != "tensorflow" else "tensorflow")
+    library = __import__(backend)  # tensorflow, jax or torch
     return " | ".join([processor, f"cores {_cores()}", f"keras {keras.__version__}",
                        f"{backend} {getattr(library, '__version__', '?')}",
                        f"{config.image_size}px {config.encoder_layer}"])
