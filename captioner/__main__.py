@@ -90,7 +90,8 @@ def cmd_evaluate(args) -> int:
         beams = [ModelConfig.load(Path(args.model) / "config.json").beam_size]
     table = evaluate_folder(args.model, args.data_dir, args.split, beams, args.cache_dir, coco=args.coco,
                             max_images=args.max_images, progress=not args.quiet,
-                            length_penalty=args.length_penalty, captions_out=args.captions)
+                            length_penalty=args.length_penalty, captions_out=args.captions,
+                            whole_endings=args.whole_endings)
     print(format_table(table))
     if args.json:
         print(json.dumps(table, indent=1))
@@ -145,7 +146,10 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", type=Path, default=Path("cache"))
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--length-penalty", type=float, default=None, help="override the model's (to tune on dev)")
-    p.add_argument("--coco", action="store_true", help="also METEOR, ROUGE-L, CIDEr via pycocoevalcap")
+    p.add_argument("--whole-endings", action=argparse.BooleanOptionalAction, default=None,
+                   help="override the model's rule against ending a caption mid-phrase (to measure it on dev)")
+    p.add_argument("--coco", action="store_true", help="also METEOR and ROUGE-L via pycocoevalcap (CIDEr-D is "
+                                                        "always computed)")
     p.add_argument("--captions", type=Path, default=None,
                    help="write each photo's caption (first beam width) to this JSON-lines file")
     p.add_argument("--json", action="store_true")

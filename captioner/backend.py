@@ -62,7 +62,7 @@ def to_numpy(x) -> np.ndarray:
     return keras.ops.convert_to_numpy(x)
 
 
-def tf_dataset(one_epoch, signature: dict, length: int | None = None):
+def tf_dataset(one_epoch, signature: dict, length: int | None = None, prefetch: int = 2):
     """A tf.data pipeline for ``fit`` over a Python generator of dict batches (TensorFlow only).
 
     ``one_epoch()`` yields the batches of one epoch; ``signature`` maps each
@@ -76,7 +76,7 @@ def tf_dataset(one_epoch, signature: dict, length: int | None = None):
     data = tf.data.Dataset.from_generator(one_epoch, output_signature=specs)
     if length is not None:  # batches per epoch, so that fit shows progress and knows where an epoch ends
         data = data.apply(tf.data.experimental.assert_cardinality(length))
-    return data.prefetch(2)
+    return data.prefetch(prefetch) if prefetch else data
 
 
 def int8_encode_function(encoder, calibration: np.ndarray, threads: int | None = None):

@@ -43,6 +43,7 @@ class ModelConfig:
     max_length: int = 22  # words in a generated caption, <end> not counted
     beam_size: int = 3
     length_penalty: float = 0.7  # score = log p / len ** length_penalty
+    whole_endings: bool = True  # never end on an unfinished phrase ("on a blue"): captioner.grammar
     # --- hedged wording, chosen on the dev split: per-word mean log-probability
     # at or above hedge_sure -> "Probably ..."; at or above hedge_possible -> "Possibly ..."
     hedge_sure: float = -0.9
@@ -97,6 +98,13 @@ class TrainConfig:
     eval_images: int | None = None  # dev photos scored after each epoch (None: all)
     average_last: int = 1  # average the weights of the last N epochs if that helps dev BLEU-4 (1: off)
     jit_compile: bool = False  # XLA: one real epoch here took 427 s with it, 283 s without (see README)
+    # --- self-critical sequence training (Rennie et al. 2017), after cross-entropy: captions sampled
+    # per photo, each rewarded by its CIDEr-D minus the mean reward of the photo's other samples
+    scst_epochs: int = 0  # 0: no SCST stage
+    scst_learning_rate: float = 5e-5
+    scst_samples: int = 5  # captions sampled per photo
+    scst_photos: int = 16  # photos per batch (a batch holds scst_photos * scst_samples captions)
+    scst_max_words: int = 16  # sampled captions are cut here (nearly 9 in 10 Flickr8k references are no longer)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

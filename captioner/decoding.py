@@ -3,7 +3,12 @@
 :func:`greedy` and :func:`beam_search` both drive the decoder one step at a
 time through :meth:`AttentionDecoder.step` and return :class:`Caption`
 results: the words, the attention map behind each word, the log-probability
-and, for teachers, the five likeliest next words at every step.
+and, for teachers, the five likeliest next words at every step. :func:`sample`
+draws captions at random through the same step, for self-critical training.
+
+With ``whole_endings``, no strategy may end a caption where the phrase is
+unfinished ("sitting on a blue"): ``<end>`` is ruled out after such words
+(:mod:`captioner.grammar`), so the search looks for the object instead.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import numpy as np
 from keras import ops
 
 from .backend import compile_function, to_numpy
+from .grammar import EndingRule
 from .vocab import Vocabulary
 
 TOP_K_SHOWN = 5
@@ -45,7 +51,11 @@ _compiled = weakref.WeakKeyDictionary()
 def _functions(decoder):
     """prepare() and a step that returns log-probabilities, compiled once per decoder (any backend).
 
-    Both return numpy arrays: the search itself runs in numpy.
+    ``prepare(features)`` takes numpy features (B, L, D) and returns h_0, c_0 as
+    numpy and, as backend tensors, the features and their projection W_a a_i:
+    those two are the same at every step, so they are handed to the step as
+    they are instead of being converted from numpy again each time. The step
+    returns numpy arrays: the search itself runs in numpy.
     """
     if decoder not in _compiled:
         prepare = compile_function(decoder.prepare, decoder)
@@ -55,13 +65,32 @@ def _functions(decoder):
             return ops.log_softmax(logits, axis=-1), h, c, alpha
 
         step = compile_function(log_probs_step, decoder)
-        _compiled[decoder] = (lambda *a: tuple(map(to_numpy, prepare(*a))),
-                              lambda *a: tuple(map(to_numpy, step(*a))))
+        def prepared(features):
+            features = ops.convert_to_tensor(np.asarray(features, np.float32))
+            h, c, projected = prepare(features)
+            return to_numpy(h), to_numpy(c), features, projected
+
+        _compiled[decoder] = (prepared, lambda *a: tuple(map(to_numpy, step(*a))))
     return _compiled[decoder]
 
 
 def _banned(vocab: Vocabulary) -> list[int]:
     return [vocab.pad_id, vocab.start_id, vocab.unk_id]
+
+
+_rules = weakref.WeakKeyDictionary()
+
+
+def _forbid_end(log_probs: np.ndarray, vocab: Vocabulary, t: int, whole_endings: bool, last: np.ndarray,
+                before: np.ndarray) -> None:
+    """Rule out ``<end>`` in place: at the first step (no empty caption) and, with ``whole_endings``,
+    after an unfinished phrase. ``last``, ``before`` (n,): each row's last two tokens."""
+    if t == 0:
+        log_probs[:, vocab.end_id] = -np.inf
+    elif whole_endings:
+        if vocab not in _rules:
+            _rules[vocab] = EndingRule(vocab.words)
+        log_probs[_rules[vocab].may_not_end(last, before), vocab.end_id] = -np.inf
 
 
 def _top(log_probs: np.ndarray, vocab: Vocabulary) -> list[tuple[str, float]]:
@@ -82,12 +111,11 @@ def _score(log_prob: float, length: int, length_penalty: float) -> float:
 
 
 def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, length_penalty: float = 0.0,
-           with_steps: bool = False) -> list[Caption]:
+           with_steps: bool = False, whole_endings: bool = False) -> list[Caption]:
     """The likeliest word at every step, for a batch of photos: features (B, L, D)."""
     prepare, step = _functions(decoder)
-    features = np.asarray(features, np.float32)
-    h, c, projected = prepare(features)
-    batch = features.shape[0]
+    h, c, features, projected = prepare(features)  # features and projected stay backend tensors
+    batch = h.shape[0]
     tokens = np.full((batch,), vocab.start_id, np.int32)
     banned = _banned(vocab)
     words = [[] for _ in range(batch)]
@@ -95,14 +123,14 @@ def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, le
     steps = [[] for _ in range(batch)]
     log_prob = np.zeros(batch)
     ended = np.zeros(batch, bool)
+    before = tokens.copy()
     for t in range(max_length + 1):
         log_probs, h, c, alpha = step(tokens, h, c, features, projected)  # (B, V), h and c (B, units), (B, L)
         log_probs[:, banned] = -np.inf
-        if t == 0:
-            log_probs[:, vocab.end_id] = -np.inf  # never an empty caption
+        _forbid_end(log_probs, vocab, t, whole_endings, tokens, before)
         if t == max_length:
             break  # cut off: no <end> within max_length words
-        tokens = np.argmax(log_probs, axis=-1).astype(np.int32)
+        before, tokens = tokens, np.argmax(log_probs, axis=-1).astype(np.int32)
         for b in np.flatnonzero(~ended):
             if with_steps:
                 steps[b].append(_top(log_probs[b], vocab))
@@ -123,7 +151,7 @@ def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, le
 
 
 def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int, max_length: int,
-                length_penalty: float = 0.7, with_steps: bool = False) -> Caption:
+                length_penalty: float = 0.7, with_steps: bool = False, whole_endings: bool = False) -> Caption:
     """Beam search for one photo: features (L, D). Every live beam advances in one batched step.
 
     A beam leaves the search when it emits <end>, and the width shrinks by one,
@@ -134,8 +162,8 @@ def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int
     if beam_size < 1:
         raise ValueError("beam_size must be at least 1")
     prepare, step = _functions(decoder)
-    features = np.asarray(features, np.float32)[None]  # (1, L, D)
-    h, c, projected = prepare(features)  # (1, n), (1, n), (1, L, A)
+    h, c, features, projected = prepare(np.asarray(features, np.float32)[None])  # (1, n), (1, n), (1, L, D), (1, L, A)
+    repeated = {}  # live beams -> the photo's features and projection repeated for each (made once per width)
     banned = _banned(vocab)
     # One live beam to start: (tokens, log p, alphas, steps)
     beams = [([], 0.0, [], [])]
@@ -143,11 +171,13 @@ def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int
     finished = []
     for t in range(max_length + 1):
         n = len(beams)
-        log_probs, h_new, c_new, alpha = step(tokens, h, c, np.repeat(features, n, 0),
-                                              np.repeat(projected, n, 0))  # (n, V), h and c (n, units), (n, L)
+        if n not in repeated:
+            repeated[n] = (ops.repeat(features, n, axis=0), ops.repeat(projected, n, axis=0))
+        log_probs, h_new, c_new, alpha = step(tokens, h, c, *repeated[n])  # (n, V), h and c (n, units), (n, L)
         log_probs[:, banned] = -np.inf
-        if t == 0:
-            log_probs[:, vocab.end_id] = -np.inf
+        last = np.array([([vocab.start_id] * 2 + b[0])[-1] for b in beams])
+        before = np.array([([vocab.start_id] * 2 + b[0])[-2] for b in beams])
+        _forbid_end(log_probs, vocab, t, whole_endings, last, before)
         if t == max_length:  # out of room: the live beams finish as they are
             finished += [(b[0], b[1], b[2], b[3], False) for b in beams]
             break
@@ -180,3 +210,36 @@ def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int
     best = captions[0]
     best.alternatives = captions[1:]
     return best
+
+
+def sample(decoder, vocab: Vocabulary, features: np.ndarray, samples: int, max_length: int, rng: np.random.Generator,
+           whole_endings: bool = False) -> np.ndarray:
+    """``samples`` captions drawn at random for each photo, word by word from p(y_t | y_<t, a).
+
+    features (B, L, D) -> token ids (B * samples, max_length + 2): ``<start> w_1 .. w_n <end> <pad> ..``,
+    the samples of photo b in rows b * samples ... (b + 1) * samples - 1. A caption that reaches
+    ``max_length`` words has no ``<end>``. Used by self-critical training, with the decoder's
+    dropout off; the same rules as :func:`greedy` (no specials, no empty caption, ``whole_endings``).
+    """
+    prepare, step = _functions(decoder)
+    h, c, features, projected = prepare(np.repeat(np.asarray(features, np.float32), samples, axis=0))  # N = B * K
+    n = h.shape[0]
+    out = np.zeros((n, max_length + 2), np.int32)
+    out[:, 0] = vocab.start_id
+    tokens, before = out[:, 0].copy(), out[:, 0].copy()
+    live = np.ones(n, bool)
+    banned = _banned(vocab)
+    for t in range(max_length):
+        log_probs, h, c, _ = step(tokens, h, c, features, projected)  # (N, V)
+        log_probs[:, banned] = -np.inf
+        _forbid_end(log_probs, vocab, t, whole_endings, tokens, before)
+        probs = np.exp(log_probs - log_probs.max(axis=1, keepdims=True))
+        cumulative = np.cumsum(probs, axis=1)
+        draws = rng.random(n)[:, None] * cumulative[:, -1:]  # one uniform draw per row, inverse CDF
+        chosen = np.minimum((cumulative < draws).sum(axis=1), probs.shape[1] - 1).astype(np.int32)
+        out[live, t + 1] = chosen[live]
+        live &= chosen != vocab.end_id
+        if not live.any():
+            break
+        before, tokens = tokens, chosen
+    return out

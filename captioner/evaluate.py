@@ -81,12 +81,13 @@ def score_features(captioner, features, references, beam_sizes=(3,), coco: bool 
                    captions: dict | None = None) -> dict:
     """Decode every photo's features with each beam width and score: {beam_size: {metric: value}}.
 
-    Besides BLEU (and the coco metrics), ``broken_endings`` is the share of
+    Besides BLEU, CIDEr-D (``cider``) and the coco metrics, ``broken_endings`` is the share of
     captions that end mid-phrase ("sitting on a blue"; see
-    :func:`captioner.hedging.broken_ending`). ``captions``, if given, receives
+    :func:`captioner.grammar.broken_ending`). ``captions``, if given, receives
     each beam width's :class:`~captioner.decoding.Caption` list.
     """
-    from .hedging import broken_ending
+    from .cider import corpus_cider
+    from .grammar import broken_ending
 
     table = {}
     for k in beam_sizes:
@@ -95,6 +96,7 @@ def score_features(captioner, features, references, beam_sizes=(3,), coco: bool 
             captions[k] = decoded
         hypotheses = [c.words for c in decoded]
         scores = bleu_scores(references, hypotheses)
+        scores["cider"] = corpus_cider(references, hypotheses)  # CIDEr-D, as pycocoevalcap's Cider
         scores["broken_endings"] = sum(map(broken_ending, hypotheses)) / max(1, len(hypotheses))
         if coco:
             try:
@@ -109,13 +111,13 @@ def score_features(captioner, features, references, beam_sizes=(3,), coco: bool 
 def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), cache_root="cache",
                     coco: bool = False, max_images: int | None = None, progress: bool = True,
                     length_penalty: float | None = None, compute_dtype: str | None = None,
-                    captions_out: str | Path | None = None) -> dict:
+                    captions_out: str | Path | None = None, whole_endings: bool | None = None) -> dict:
     """Score a model folder on a split: {beam_size: {metric: value}}.
 
     ``captions_out`` names a JSON-lines file for the captions of the first beam
     width: photo, caption, hedged wording, score and per-word log-probability.
 
-    ``length_penalty`` overrides the folder's own, to choose it on the dev split.
+    ``length_penalty`` and ``whole_endings`` override the folder's own, to choose them on the dev split.
     ``compute_dtype`` is the encoder's arithmetic; by default the one its
     training features were extracted with (``metrics.json``), so that the test
     scores recorded there are reproduced.
@@ -131,6 +133,8 @@ def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), c
     captioner = Captioner.load(model_dir, compute_dtype=None if compute_dtype == "int8" else compute_dtype)
     if length_penalty is not None:
         captioner.config = dataclasses.replace(captioner.config, length_penalty=length_penalty)
+    if whole_endings is not None:
+        captioner.config = dataclasses.replace(captioner.config, whole_endings=whole_endings)
     data = load_data(data_dir)
     files, features = split_features(captioner, data, split, cache_root, max_images, progress, compute_dtype)
     decoded = {}
@@ -147,7 +151,7 @@ def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), c
 def format_table(table: dict) -> str:
     metrics = [m for m in ("bleu1", "bleu2", "bleu3", "bleu4", "coco_bleu4", "meteor", "rouge_l", "cider",
                            "broken_endings") if any(m in row for row in table.values())]
-    names = {"broken_endings": "broken endings %"}
+    names = {"broken_endings": "broken endings %", "cider": "CIDEr-D"}
     lines = ["| beam | " + " | ".join(names.get(m, m.upper().replace("_", "-")) for m in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
     for k, row in table.items():

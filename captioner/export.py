@@ -44,11 +44,13 @@ def export_run(model, run: Run, out_dir: Path, beam_sizes=(1, 3, 5), coco: bool 
         "test": {str(k): v for k, v in table.items()},
         "dev_hedging": hedging,
         "shipped_beam_size": config.beam_size,
+        "stage": run.stage,  # "xe" (cross-entropy) or "scst" (self-critical, after "earlier_stages")
         "best_epoch": run.best_epoch,
-        "best_dev_bleu4_greedy": run.best_score,
+        "best_dev_greedy": {run.monitor: run.best_score},  # the dev score that chose the epoch
         "epochs_run": run.epoch,
+        "earlier_stages": run.earlier,
         "checkpoint_average": dataclasses.asdict(run.averaged) if run.averaged else None,
-        "train_seconds": run.train_seconds,
+        "train_seconds": run.train_seconds,  # this stage's; each earlier stage records its own
         "history": run.history,
         "evaluation": "nltk corpus_bleu, all references per photo, captioner.vocab.tokenize; "
                       "reproduce: python -m captioner evaluate --model <this folder> --data-dir <flickr8k> --split test",
@@ -67,6 +69,20 @@ def model_card(config: ModelConfig, metrics: dict, table: dict, vocab_size: int)
 
     h = metrics["dev_hedging"]
     grid, _, width = feature_shape(config)
+    (monitor, best), = metrics["best_dev_greedy"].items()
+    if metrics["stage"] == "scst":
+        xe = next((s for s in metrics["earlier_stages"] if s.get("stage") == "xe"), {})
+        start = next((s["dev"] for s in metrics["earlier_stages"] if s.get("stage") == "start"), {})
+        training = (f"Cross-entropy first ({xe.get('epochs')} epochs, "
+                    f"{(xe.get('train_seconds') or 0) / 60:.0f} minutes), then self-critical sequence training "
+                    f"(SCST, Rennie et al. 2017; reward CIDEr-D, {metrics['epochs_run']} epochs, "
+                    f"{metrics['train_seconds'] / 60:.0f} minutes, all on 2 CPU cores). Dev scores (greedy) "
+                    f"before SCST: BLEU-4 {start.get('dev_bleu4', float('nan')):.4f}, CIDEr-D "
+                    f"{start.get('dev_cider', float('nan')):.4f}; best SCST epoch {metrics['best_epoch']}: "
+                    f"{monitor.removeprefix('dev_')} {best:.4f}.")
+    else:
+        training = (f"Best dev {monitor.removeprefix('dev_')} (greedy) {best:.4f} after epoch {metrics['best_epoch']}; "
+                    f"training took {metrics['train_seconds'] / 60:.0f} minutes on 2 CPU cores.")
     return f"""# Show, Attend and Tell captioner: model card
 
 **What it does.** Describes a photo in one English sentence and shows which
@@ -86,9 +102,7 @@ The training features were extracted with {metrics['training_features_dtype']} a
 
 **Training data.** Flickr8k (Hodosh, Young & Hockenmaier, 2013), official split:
 6,000 training photos x 5 captions; the dev split chose the epoch and the
-hedging thresholds; the test split was scored once. Best dev BLEU-4 (greedy)
-{metrics['best_dev_bleu4_greedy']:.4f} after epoch {metrics['best_epoch']}; training took
-{metrics['train_seconds'] / 60:.0f} minutes on 2 CPU cores.
+hedging thresholds; the test split was scored once. {training}
 
 **Test scores** (nltk `corpus_bleu` against all five references, in %):
 

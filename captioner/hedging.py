@@ -15,36 +15,9 @@ from __future__ import annotations
 
 from .config import ModelConfig
 from .decoding import Caption
-
-# Words a finished English caption does not end with: determiners and numbers, prepositions
-# that need an object, conjunctions; and a colour or size right after a determiner ("on a blue").
-# Particles that may end a sentence ("sitting down", "running around") are not listed.
-DETERMINERS = frozenset("a an the his her their its this that these those some two three four five several many "
-                        "each another".split())
-PREPOSITIONS = frozenset("on in at of with by for from into onto through near under behind beside next to "
-                         "across against towards toward between".split())
-CONJUNCTIONS = frozenset("and or but while as".split())
-ADJECTIVES = frozenset("black white red blue green yellow orange pink purple brown grey gray large small big little "
-                       "young tall wet snowy grassy sandy rocky colorful striped".split())
-FUNCTION_WORDS = DETERMINERS | PREPOSITIONS | CONJUNCTIONS
+from .grammar import dangling
 
 OPENINGS = {"probably": "Probably", "possibly": "Possibly", "not sure": "I'm not sure, but perhaps"}
-
-
-def _dangling(words: list[str]) -> int:
-    """How many words at the end of ``words`` leave a phrase unfinished: 0, 1 or 2."""
-    if not words:
-        return 0
-    if words[-1] in FUNCTION_WORDS:
-        return 1
-    if len(words) >= 2 and words[-1] in ADJECTIVES and words[-2] in DETERMINERS:
-        return 2
-    return 0
-
-
-def broken_ending(words: list[str]) -> bool:
-    """True when a caption ends mid-phrase: "... on a", "... sitting on", "... a group of people on a blue"."""
-    return _dangling(words) > 0
 
 
 def without_repeats(words: list[str], longest: int = 4) -> list[str]:
@@ -80,7 +53,7 @@ def whole_phrase(words: list[str]) -> list[str]:
     "sitting on a blue" -> "sitting". Never returns an empty caption.
     """
     words = without_repeats(words)
-    while (cut := _dangling(words)) and len(words) > cut:
+    while (cut := dangling(words)) and len(words) > cut:
         words = words[:-cut]
     return words
 

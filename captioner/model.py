@@ -232,6 +232,46 @@ class CaptionModel(keras.Model):
         return cls(**config)
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SelfCriticalModel(CaptionModel):
+    """The same decoder trained by self-critical sequence training (SCST; Rennie et al., 2017).
+
+    ``fit`` gets batches of captions the decoder itself sampled,
+    ``{"features": (N, L, D), "captions": (N, T + 1), "advantage": (N,), "reward": (N,)}``,
+    where ``advantage`` is each caption's CIDEr-D reward minus the mean reward
+    of the other captions sampled for the same photo. The loss is the policy
+    gradient -sum_t A log p(w_t | w_<t, a), over the real tokens (the ``<end>``
+    included), divided by their count; dropout is off (the sampler ran without
+    it), and so is the attention penalty of eq. 14: after cross-entropy it is
+    several times the policy-gradient loss (about 0.8 for 11 words over 196
+    regions, a sum that cannot reach 1 per region), so its gradient would rule.
+    Everything else, the weights included, is :class:`CaptionModel`'s.
+    """
+
+    def __init__(self, decoder: AttentionDecoder, **kwargs):
+        kwargs.pop("alpha_c", None)  # no attention penalty: beside the small policy-gradient loss it would rule
+        super().__init__(decoder, alpha_c=0.0, **kwargs)
+        self.reward_tracker = keras.metrics.Mean(name="reward")
+
+    @property
+    def metrics(self):  # the loss and the reward; cross-entropy and accuracy of samples mean nothing here
+        return [m for m in super().metrics if m is not self.xent_tracker and m is not self.accuracy_tracker]
+
+    def call(self, inputs, training=False):
+        return super().call(inputs, training=False)  # no dropout: the gradient is that of the sampling policy
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        logits, alphas = y_pred
+        targets = x["captions"][:, 1:]  # (N, T)
+        mask = ops.cast(ops.not_equal(targets, 0), "float32")
+        log_p = -keras.losses.sparse_categorical_crossentropy(targets, ops.cast(logits, "float32"),
+                                                              from_logits=True)  # (N, T): log p(w_t)
+        advantage = ops.expand_dims(ops.cast(x["advantage"], "float32"), 1)  # (N, 1)
+        loss = -ops.sum(advantage * log_p * mask) / ops.maximum(ops.sum(mask), 1.0)
+        self.reward_tracker.update_state(x["reward"])
+        return loss
+
+
 def build_decoder(config: ModelConfig, vocab_size: int) -> AttentionDecoder:
     """The decoder for ``config``: its width D comes from the encoder, its vocabulary from vocab.json."""
     if vocab_size < 5:

@@ -226,9 +226,11 @@ class Captioner:
         """Beam search from one photo's features (L, D): for evaluation on cached features."""
         with self._lock:
             return beam_search(self.decoder, self.vocab, features, beam_size or self.config.beam_size,
-                               self.config.max_length, self.config.length_penalty, with_steps=with_steps)
+                               self.config.max_length, self.config.length_penalty, with_steps=with_steps,
+                               whole_endings=self.config.whole_endings)
 
     def greedy_batch(self, features: np.ndarray) -> list[Caption]:
         """Greedy captions for many photos' features (B, L, D) at once: for evaluation."""
         with self._lock:
-            return greedy(self.decoder, self.vocab, features, self.config.max_length, self.config.length_penalty)
+            return greedy(self.decoder, self.vocab, features, self.config.max_length, self.config.length_penalty,
+                          whole_endings=self.config.whole_endings)

@@ -101,3 +101,41 @@ def test_length_penalty_changes_ranking_score_only():
     assert normed.score == pytest.approx(normed.log_prob / length)
     with pytest.raises(ValueError):
         beam_search(decoder, vocab, features, 0, 6)
+
+
+def test_whole_endings_never_end_a_caption_mid_phrase():
+    """<end> is ruled out after "on", "a", "and" ... and after "a red"; without the rule such endings occur."""
+    from captioner.decoding import sample
+    from captioner.grammar import broken_ending
+
+    config, decoder = _random_decoder(vocab_size=12, seed=5)
+    vocab = Vocabulary(list(SPECIALS) + ["a", "on", "and", "red", "dog", "grass", "runs", "the"])
+    bias = decoder.logits.bias.numpy()
+    bias[2] = 1.5  # <end> likely at every step
+    decoder.logits.bias.assign(bias)
+    features = np.random.default_rng(3).random((40, _regions(config), 512)).astype(np.float32)
+
+    def endings(whole):
+        caps = greedy(decoder, vocab, features, 8, whole_endings=whole)
+        caps += [beam_search(decoder, vocab, f, 3, 8, whole_endings=whole) for f in features[:10]]
+        caps += [beam_search(decoder, vocab, f, 3, 8, whole_endings=whole).alternatives[0] for f in features[:10]]
+        words = [c.words for c in caps if c.ended]
+        drawn = sample(decoder, vocab, features[:10], 8, 8, np.random.default_rng(0), whole_endings=whole)
+        words += [vocab.decode(row[1:]) for row in drawn if vocab.end_id in row[1:]]
+        return sum(map(broken_ending, words)), len(words)
+
+    broken, total = endings(False)
+    assert broken > 0 and total > 50  # the random decoder does end on "on", "a", "a red" ... without the rule
+    broken, total = endings(True)
+    assert broken == 0 and total > 40
+
+
+def test_ending_rule_on_ids():
+    from captioner.grammar import EndingRule
+
+    vocab = Vocabulary(list(SPECIALS) + ["a", "red", "dog", "on"])
+    rule = EndingRule(vocab.words)
+    ids = vocab.index
+    last = np.array([ids["a"], ids["red"], ids["red"], ids["dog"], ids["on"]])
+    before = np.array([vocab.start_id, ids["a"], ids["dog"], ids["red"], ids["dog"]])
+    assert rule.may_not_end(last, before).tolist() == [True, True, False, False, True]

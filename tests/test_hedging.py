@@ -10,8 +10,8 @@ import pytest
 
 from captioner.config import ModelConfig
 from captioner.decoding import Caption
-from captioner.hedging import (DETERMINERS, OPENINGS, broken_ending, confidence_band, hedge, whole_phrase,
-                               without_repeats)
+from captioner.grammar import DETERMINERS, broken_ending
+from captioner.hedging import OPENINGS, confidence_band, hedge, whole_phrase, without_repeats
 
 # The shipped model's captions (beam 3) for the 1,000 Flickr8k dev photos, written by
 #   python -m captioner evaluate --data-dir ../shared/flickr8k --split dev --beam-sizes 3 --captions FILE

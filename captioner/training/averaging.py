@@ -6,14 +6,14 @@ import logging
 import numpy as np
 
 from ..model import CaptionModel
-from .callbacks import DevBleu
+from .callbacks import DevScores
 from .checkpoints import load_decoder_weights
 from .record import Averaged, Run, checkpoint_name
 
 log = logging.getLogger(__name__)
 
 
-def average_checkpoints(model: CaptionModel, run: Run, last: int, dev: DevBleu) -> None:
+def average_checkpoints(model: CaptionModel, run: Run, last: int, dev: DevScores) -> None:
     """Average the weights of the last ``last`` epochs; keep the average only if dev BLEU-4 improves.
 
     ``model`` holds the best epoch's weights on entry; on return it holds the
@@ -31,7 +31,7 @@ def average_checkpoints(model: CaptionModel, run: Run, last: int, dev: DevBleu) 
         stacks.append(model.get_weights())
     model.set_weights([np.mean(ws, axis=0) for ws in zip(*stacks)])
     dev.set_model(model)
-    score = dev.score()["bleu4"]
+    score = dev.score()[run.monitor.removeprefix("dev_")]
     used = score > run.best_score
     run.averaged = Averaged(epochs=epochs, dev_bleu4_greedy=score, used=used)
     if used:

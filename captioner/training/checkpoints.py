@@ -97,10 +97,13 @@ def restore_checkpoint(path: Path, model: CaptionModel) -> Run:
     return run
 
 
-def load_decoder_weights(model: CaptionModel, checkpoint: Path) -> None:
-    """The weights alone (for the best epoch or averaging); the optimizer is left as it is."""
+def load_decoder_weights(model: CaptionModel, checkpoint: Path, file: bool = False) -> None:
+    """The weights alone (for the best epoch or averaging); the optimizer is left as it is.
+
+    ``checkpoint`` is a checkpoint folder, or with ``file`` a weights file itself (a model folder's
+    ``decoder.weights.json``)."""
     with warnings.catch_warnings():
         # The file holds no optimizer on purpose (Adam's state is in optimizer.npz, restored by
         # restore_checkpoint), which Keras reports for a compiled model as "Skipping variable loading".
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model.load_weights(Path(checkpoint) / WEIGHTS)
+        model.load_weights(Path(checkpoint) if file else Path(checkpoint) / WEIGHTS)

@@ -16,6 +16,7 @@ from ..config import ModelConfig, TrainConfig
 from ..vocab import Vocabulary
 
 RECORD_VERSION = 1
+STAGES = {"xe": "dev_bleu4", "scst": "dev_cider"}  # each training stage and the dev score that picks its epoch
 
 
 @dataclass
@@ -47,6 +48,25 @@ class Run:
     best_score: float = float("-inf")  # dev BLEU-4 (greedy) of best_epoch
     wait: int = 0  # epochs since best_epoch, for early stopping
     averaged: Averaged | None = None
+    # --- which stage: "xe" (cross-entropy) or "scst" (self-critical, from an earlier stage's weights),
+    # and what came before: a summary (stage, epochs, seconds, best epoch, history) of each earlier stage
+    stage: str = "xe"
+    earlier: list[dict] = field(default_factory=list)
+
+    @property
+    def monitor(self) -> str:
+        """The dev score (greedy decoding) that picks the best epoch and stops early."""
+        return STAGES[self.stage]
+
+    @property
+    def planned_epochs(self) -> int:
+        return self.train_config.scst_epochs if self.stage == "scst" else self.train_config.epochs
+
+    def summary(self) -> dict:
+        """This stage in brief, for the next stage's ``earlier`` and for metrics.json."""
+        return {"stage": self.stage, "epochs": self.epoch, "train_seconds": self.train_seconds,
+                "best_epoch": self.best_epoch, "monitor": self.monitor, "best_score": self.best_score,
+                "history": self.history}
 
     @property
     def best_checkpoint(self) -> Path:
@@ -70,13 +90,13 @@ class Run:
         return [data.captions[f] for f in self.splits[split]]
 
     def finished(self) -> bool:
-        return self.epoch >= self.train_config.epochs or self.wait >= self.train_config.patience
+        return self.epoch >= self.planned_epochs or self.wait >= self.train_config.patience
 
-    def end_epoch(self, logs: dict, monitor: str = "dev_bleu4") -> bool:
-        """Record a finished epoch's logs; True when it is the best so far on ``monitor``."""
+    def end_epoch(self, logs: dict) -> bool:
+        """Record a finished epoch's logs; True when it is the best so far on :attr:`monitor`."""
         self.epoch = int(logs["epoch"])
         self.history.append(logs)
-        value = logs.get(monitor, float("-inf"))
+        value = logs.get(self.monitor, float("-inf"))
         if value > self.best_score:
             self.best_epoch, self.best_score, self.wait = self.epoch, float(value), 0
             return True
@@ -99,6 +119,8 @@ class Run:
             "best_score": self.best_score if self.best_epoch else None,
             "wait": self.wait,
             "averaged": dataclasses.asdict(self.averaged) if self.averaged else None,
+            "stage": self.stage,
+            "earlier": self.earlier,
         }
 
     def to_json(self) -> str:
@@ -122,6 +144,8 @@ class Run:
             best_score=float("-inf") if data["best_score"] is None else data["best_score"],
             wait=data["wait"],
             averaged=Averaged(**data["averaged"]) if data["averaged"] else None,
+            stage=data.get("stage", "xe"),
+            earlier=data.get("earlier", []),
         )
 
     @classmethod

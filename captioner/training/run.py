@@ -15,7 +15,7 @@ from ..model import CaptionModel
 from ..vocab import Vocabulary
 from .averaging import average_checkpoints
 from .batches import CaptionBatches, encode_captions
-from .callbacks import Checkpointer, DevBleu
+from .callbacks import Checkpointer, DevScores
 from .checkpoints import STATE, latest_checkpoint, load_decoder_weights, restore_checkpoint
 from .record import Run
 
@@ -42,6 +42,28 @@ def folder_encoder_weights(encoder_weights: Path, config: ModelConfig, cache_roo
     return path
 
 
+def prepare_features(data, config: ModelConfig, tcfg: TrainConfig, encoder_weights: Path, cache_root: Path,
+                     dtype: str | None, progress: bool = True):
+    """The three splits' photos and their features, extracted once and cached, with the encoder as the
+    model folder stores it. Returns (splits, cache, cache_dir, float16 encoder weights, dtype)."""
+    from ..encoder import best_compute_dtype
+    from ..features import extract_features, feature_cache_dir
+
+    splits = {name: data.split(name, tcfg.max_images) for name in ("train", "dev", "test")}
+    if tcfg.eval_images:
+        splits["dev"] = splits["dev"][: tcfg.eval_images]
+    weights = folder_encoder_weights(encoder_weights, config, cache_root)
+    dtype = dtype or best_compute_dtype(config, weights)
+    files = list(dict.fromkeys(splits["train"] + splits["dev"] + splits["test"]))
+    cache_dir = feature_cache_dir(cache_root, files, config, weights, dtype)
+    start = time.perf_counter()
+    cache = extract_features([data.path(f) for f in files], cache_dir, config, weights, dtype=dtype,
+                             progress=progress)
+    log.info("features ready in %s (%.0f s)", cache_dir, time.perf_counter() - start)
+    splits = {name: [f for f in split if f in cache] for name, split in splits.items()}
+    return splits, cache, cache_dir, weights, dtype
+
+
 def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig, encoder_weights: Path,
           cache_root: Path, resume: bool = False, dtype: str | None = None,
           progress: bool = True) -> tuple[CaptionModel, Run]:
@@ -52,8 +74,6 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     must match ``config``. ``dtype`` is the encoder's arithmetic in feature
     extraction (default: the resumed run's, else the processor's best).
     """
-    from ..encoder import best_compute_dtype
-    from ..features import extract_features, feature_cache_dir
     from ..flickr8k import load_data
     from ..model import build_model
 
@@ -61,10 +81,6 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(data_dir, seed=tcfg.seed)
-    splits = {name: data.split(name, tcfg.max_images) for name in ("train", "dev", "test")}
-    if tcfg.eval_images:
-        splits["dev"] = splits["dev"][: tcfg.eval_images]
-
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint:
         saved = Run.load(checkpoint / STATE)
@@ -75,19 +91,11 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     else:
         if resume:
             log.info("nothing to resume in %s: starting afresh", run_dir)
-        vocab = Vocabulary.build([c for f in splits["train"] for c in data.captions[f]], tcfg.min_word_count)
+        train_files = data.split("train", tcfg.max_images)
+        vocab = Vocabulary.build([c for f in train_files for c in data.captions[f]], tcfg.min_word_count)
     log.info("vocabulary: %d words (min count %d)", len(vocab), tcfg.min_word_count)
-
-    # Features of all three splits, extracted once and cached, with the encoder as the model folder stores it.
-    dtype = dtype or best_compute_dtype()
-    weights = folder_encoder_weights(encoder_weights, config, cache_root)
-    files = list(dict.fromkeys(splits["train"] + splits["dev"] + splits["test"]))
-    cache_dir = feature_cache_dir(cache_root, files, config, weights, dtype)
-    start = time.perf_counter()
-    cache = extract_features([data.path(f) for f in files], cache_dir, config, weights, dtype=dtype,
-                             progress=progress)
-    log.info("features ready in %s (%.0f s)", cache_dir, time.perf_counter() - start)
-    splits = {name: [f for f in split if f in cache] for name, split in splits.items()}
+    splits, cache, cache_dir, weights, dtype = prepare_features(data, config, tcfg, encoder_weights, cache_root,
+                                                                dtype, progress)
 
     rows, caps = [], []  # caption i belongs to photo rows[i] of the training features
     for i, f in enumerate(splits["train"]):
@@ -124,22 +132,28 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     (run_dir / "train_config.json").write_text(tcfg.to_json() + "\n")
     batches.start_at(run.epoch)
 
-    dev = DevBleu(cache.rows(splits["dev"]), [data.captions[f] for f in splits["dev"]], vocab, config.max_length)
-    callbacks = [dev, Checkpointer(run),
-                 keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=bool(checkpoint))]
-    try:
-        import tensorboard  # noqa: F401
-
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False))
-    except ImportError:
-        log.info("tensorboard is not installed: no TensorBoard logs")
-    if not run.finished():
-        # shuffle=False: CaptionBatches orders each epoch from (seed, epoch) itself; Keras's own shuffling
-        # of a PyDataset (other backends) would draw from numpy's global state, which a resumed run lacks.
-        model.fit(batches.dataset(), epochs=tcfg.epochs, initial_epoch=run.epoch, callbacks=callbacks,
-                  shuffle=False, verbose=1 if progress else 2)
+    dev = DevScores(cache.rows(splits["dev"]), [data.captions[f] for f in splits["dev"]], vocab, config.max_length,
+                    whole_endings=config.whole_endings)
+    fit_with_callbacks(model, run, batches, dev, resumed=bool(checkpoint), progress=progress)
     load_decoder_weights(model, run.best_checkpoint)
-    log.info("best dev BLEU-4 %.4f after epoch %d", run.best_score, run.best_epoch)
+    log.info("best %s %.4f after epoch %d", run.monitor, run.best_score, run.best_epoch)
     if tcfg.average_last > 1:
         average_checkpoints(model, run, tcfg.average_last, dev)
     return model, run
+
+
+def fit_with_callbacks(model, run: Run, batches, dev, resumed: bool, progress: bool = True) -> None:
+    """``fit`` from ``run.epoch`` to the planned epochs, with dev scores, checkpoints, CSV and TensorBoard logs."""
+    callbacks = [dev, Checkpointer(run),
+                 keras.callbacks.CSVLogger(str(run.run_dir / "history.csv"), append=resumed)]
+    try:
+        import tensorboard  # noqa: F401
+
+        callbacks.append(keras.callbacks.TensorBoard(str(run.run_dir / "tensorboard"), write_graph=False))
+    except ImportError:
+        log.info("tensorboard is not installed: no TensorBoard logs")
+    if not run.finished():
+        # shuffle=False: the batches order each epoch from (seed, epoch) themselves; Keras's own shuffling
+        # of a PyDataset (other backends) would draw from numpy's global state, which a resumed run lacks.
+        model.fit(batches.dataset(), epochs=run.planned_epochs, initial_epoch=run.epoch, callbacks=callbacks,
+                  shuffle=False, verbose=1 if progress else 2)

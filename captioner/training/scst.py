@@ -1,0 +1,192 @@
+"""Self-critical sequence training (Rennie et al., 2017): the second stage, after cross-entropy.
+
+For every training photo the decoder samples ``scst_samples`` captions
+(:func:`captioner.decoding.sample`, dropout off); each is rewarded by its
+CIDEr-D against the photo's five references, with document frequencies from
+all training references (:class:`captioner.cider.CiderD`); the baseline of a
+caption is the mean reward of the photo's other samples, so a caption is made
+likelier exactly when it beats its siblings. :class:`SelfCriticalModel`
+follows that policy gradient in Keras's own ``fit``; the checkpoints, exact
+resume, early stopping (on dev CIDEr-D, greedy) and logs are those of
+cross-entropy training.
+
+SCST is known to learn broken endings ("sitting on a blue"): CIDEr pays for
+the n-grams before them and does not miss the object. Sampling here follows
+the decoder's ``whole_endings`` rule, as beam search does at serving time,
+so no caption the policy learns from ends mid-phrase.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .. import backend
+from ..config import ModelConfig, TrainConfig
+from ..vocab import Vocabulary
+from .batches import bucket_widths
+from .checkpoints import STATE, latest_checkpoint, load_decoder_weights, restore_checkpoint
+from .record import Run
+
+log = logging.getLogger(__name__)
+
+
+class SelfCriticalBatches(keras.utils.PyDataset):
+    """Batches of captions sampled by the decoder as it is now, with their rewards and advantages.
+
+    Each batch: ``photos`` training photos in an order set by (seed, epoch),
+    ``samples`` captions each, drawn with a generator seeded by (seed, epoch,
+    batch), so a resumed run draws what the uninterrupted run would have.
+    Captions are padded to the first length bucket they fit (few shapes: few
+    graphs to build).
+    """
+
+    def __init__(self, decoder, vocab: Vocabulary, features: np.ndarray, scorer, photos: int, samples: int,
+                 max_length: int, seed: int = 0, whole_endings: bool = True, epoch: int = 0):
+        super().__init__()
+        if samples < 2:
+            raise ValueError("self-critical training needs at least 2 samples per photo (one is the others' baseline)")
+        self.decoder, self.vocab, self.features, self.scorer = decoder, vocab, features, scorer
+        self.photos, self.samples, self.max_length = photos, samples, max_length
+        self.seed, self.whole_endings, self.epoch = seed, whole_endings, epoch
+        self.widths = bucket_widths(max_length)
+        self.plan()
+
+    def plan(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.features))
+        self.batches = [order[s:s + self.photos] for s in range(0, len(order) - self.photos + 1, self.photos)]
+
+    def start_at(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.plan()
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        from ..decoding import sample
+
+        photos = np.sort(self.batches[index])  # sorted: h5/memmap reads in order
+        features = np.asarray(self.features[photos])  # (B, L, D) float16
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        tokens = sample(self.decoder, self.vocab, features, self.samples, self.max_length, rng,
+                        whole_endings=self.whole_endings)  # (B * K, max_length + 2)
+        words = [self.vocab.decode(row[1:]) for row in tokens]
+        reward = self.scorer.scores(words, np.repeat(photos, self.samples))  # (B * K,)
+        by_photo = reward.reshape(-1, self.samples)  # (B, K)
+        baseline = (by_photo.sum(axis=1, keepdims=True) - by_photo) / (self.samples - 1)  # the others' mean
+        advantage = (by_photo - baseline).reshape(-1)
+        longest = max(len(w) for w in words)
+        width = next(b for b in self.widths if longest <= b)
+        return {"features": np.repeat(features, self.samples, axis=0),
+                "captions": tokens[:, : width + 2],  # <start> w_1 .. w_n <end> <pad> ..
+                "advantage": advantage.astype(np.float32), "reward": reward.astype(np.float32)}
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.plan()
+
+    def dataset(self):
+        """What ``fit`` takes. Under TensorFlow a tf.data pipeline without read-ahead: each batch is
+        sampled with the weights of the step before it, as the method prescribes."""
+        def one_epoch():
+            for i in range(len(self)):
+                yield self[i]
+            self.on_epoch_end()
+
+        if backend.name() != "tensorflow":
+            return self
+        width = self.features.shape[1:]
+        return backend.tf_dataset(one_epoch, {"features": ((None,) + width, "float16"),
+                                              "captions": ((None, None), "int32"),
+                                              "advantage": ((None,), "float32"), "reward": ((None,), "float32")},
+                                  length=len(self), prefetch=0)
+
+
+def start_from_folder(folder: Path) -> tuple[ModelConfig, Vocabulary, Path, dict]:
+    """(config, vocabulary, decoder weights, summary of its training) of a model folder SCST starts from."""
+    from ..pipeline import DECODER_WEIGHTS, check_folder
+
+    config, vocab = check_folder(folder)
+    metrics_file = Path(folder) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    summary = {"stage": "xe", "from": str(folder), "epochs": metrics.get("epochs_run"),
+               "train_seconds": metrics.get("train_seconds"), "best_epoch": metrics.get("best_epoch"),
+               "monitor": "dev_bleu4",
+               "best_score": metrics.get("best_dev_bleu4_greedy", metrics.get("best_dev_greedy", {}).get("dev_bleu4")),
+               "history": metrics.get("history", [])}
+    return config, vocab, Path(folder) / DECODER_WEIGHTS, summary
+
+
+def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabulary, start_weights: Path,
+               tcfg: TrainConfig, encoder_weights: Path, cache_root: Path, earlier: list[dict] | None = None,
+               resume: bool = False, dtype: str | None = None, progress: bool = True):
+    """SCST from ``start_weights`` (the cross-entropy stage's best, or a model folder's decoder).
+
+    Writes its own checkpoints in ``run_dir``; with ``resume`` it continues
+    from the latest one (weights, Adam's state, record). Returns the model
+    with the best epoch's weights (on dev CIDEr-D) and the :class:`Run`.
+    """
+    from ..cider import CiderD
+    from ..flickr8k import load_data
+    from ..model import SelfCriticalModel, build_decoder
+    from .callbacks import DevScores
+    from .run import fit_with_callbacks, prepare_features
+
+    keras.utils.set_random_seed(tcfg.seed)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if checkpoint:
+        saved = Run.load(checkpoint / STATE)
+        if saved.config.architecture() != config.architecture() or saved.vocab.words != vocab.words:
+            raise ValueError(f"--resume: {run_dir} holds a self-critical run of another model "
+                             f"({saved.config.architecture()}, {len(saved.vocab)} words)")
+        dtype = dtype or saved.compute_dtype
+    data = load_data(data_dir, seed=tcfg.seed)
+    splits, cache, cache_dir, weights, dtype = prepare_features(data, config, tcfg, encoder_weights, cache_root,
+                                                                dtype, progress)
+    references = [data.captions[f] for f in splits["train"]]
+    scorer = CiderD(references)  # document frequencies of the training references
+
+    keras.utils.set_random_seed(tcfg.seed)
+    model = SelfCriticalModel(build_decoder(config, len(vocab)), name="captioner")
+    model.build()
+    model.compile(optimizer=keras.optimizers.Adam(tcfg.scst_learning_rate, global_clipnorm=tcfg.clip_norm),
+                  jit_compile=backend.jit_compile(tcfg.jit_compile))
+    if checkpoint:
+        run = restore_checkpoint(checkpoint, model)
+        run.train_config = tcfg
+        log.info("resumed self-critical training from %s after epoch %d", checkpoint, run.epoch)
+    else:
+        load_decoder_weights(model, start_weights, file=True)
+        run = Run(config=config, train_config=tcfg, vocab=vocab, run_dir=run_dir, data_dir=Path(data_dir),
+                  cache_dir=cache_dir, encoder_weights=weights, compute_dtype=dtype, splits=splits, stage="scst",
+                  earlier=list(earlier or []))
+    run.run_dir, run.data_dir, run.cache_dir, run.encoder_weights = run_dir, Path(data_dir), cache_dir, weights
+    run.compute_dtype, run.splits = dtype, splits
+
+    batches = SelfCriticalBatches(model.decoder, vocab, cache.rows(splits["train"]), scorer, tcfg.scst_photos,
+                                  tcfg.scst_samples, min(tcfg.scst_max_words, config.max_length), seed=tcfg.seed,
+                                  whole_endings=config.whole_endings)
+    if not len(batches):
+        raise ValueError(f"{len(references)} training photos make no batch of {tcfg.scst_photos}")
+    log.info("self-critical training: %d batches of %d photos x %d samples", len(batches), tcfg.scst_photos,
+             tcfg.scst_samples)
+    batches.start_at(run.epoch)
+    dev = DevScores(cache.rows(splits["dev"]), [data.captions[f] for f in splits["dev"]], vocab, config.max_length,
+                    whole_endings=config.whole_endings)
+    if not checkpoint:  # the starting point, scored like every epoch after it: "epoch 0" of the record
+        dev.set_model(model)
+        start = {f"dev_{k}": v for k, v in dev.score().items()}
+        log.info("self-critical training starts from %s", {k: round(v, 4) for k, v in start.items()})
+        run.best_score = start[run.monitor]
+        run.earlier.append({"stage": "start", "dev": start})
+    fit_with_callbacks(model, run, batches, dev, resumed=bool(checkpoint), progress=progress)
+    if run.best_epoch:
+        load_decoder_weights(model, run.best_checkpoint)
+    log.info("best %s %.4f after self-critical epoch %d", run.monitor, run.best_score, run.best_epoch)
+    return model, run
