@@ -53,7 +53,8 @@ def parse_args(argv=None):
     for name in ("epochs", "batch_size", "min_word_count", "patience", "seed", "max_images", "eval_images",
                  "average_last", "scst_epochs", "scst_samples", "scst_photos", "scst_max_words"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(t, name))
-    for name in ("learning_rate", "lr_decay", "alpha_c", "label_smoothing", "clip_norm", "scst_learning_rate"):
+    for name in ("learning_rate", "lr_decay", "alpha_c", "label_smoothing", "clip_norm", "scst_learning_rate",
+                 "scst_xe_weight"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(t, name))
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=t.jit_compile,
                    help="compile the train step with XLA")

@@ -72,13 +72,13 @@ def bleu(model_dir: Path, data_dir: Path) -> None:
     from captioner.encoder import build_encoder, load_encoder_weights
     from captioner.evaluate import bleu_scores, decode_all, evaluate_folder, format_table
     from captioner.image import load_and_preprocess
-    from captioner.pipeline import ENCODER_WEIGHTS, Captioner
+    from captioner.pipeline import Captioner, encoder_path
 
     captioner = Captioner.load(model_dir)
     config = captioner.config
     data = load_data(data_dir)
     float32 = build_encoder(config)
-    load_encoder_weights(float32, Path(model_dir) / ENCODER_WEIGHTS)
+    load_encoder_weights(float32, encoder_path(model_dir))
     calibration = np.stack([load_and_preprocess(data.path(f), config) for f in data.split("train")[:32]])
     run = int8_encode_function(float32, calibration)
     files = data.split("test")

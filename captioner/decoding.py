@@ -34,6 +34,7 @@ class Caption:
     steps: list[list[tuple[str, float]]] = field(default_factory=list)  # top next words, with p
     alternatives: list["Caption"] = field(default_factory=list)  # other finished beams, best first
     ended: bool = True  # False when cut off at the maximum length
+    gates: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (len(words),) beta, or empty
 
     @property
     def text(self) -> str:
@@ -61,8 +62,8 @@ def _functions(decoder):
         prepare = compile_function(decoder.prepare, decoder)
 
         def log_probs_step(tokens, h, c, features, projected):
-            logits, h, c, alpha = decoder.step(tokens, h, c, features, projected, training=False)
-            return ops.log_softmax(logits, axis=-1), h, c, alpha
+            logits, h, c, alpha, beta = decoder.step(tokens, h, c, features, projected, training=False)
+            return ops.log_softmax(logits, axis=-1), h, c, alpha, beta
 
         step = compile_function(log_probs_step, decoder)
         def prepared(features):
@@ -99,11 +100,18 @@ def _top(log_probs: np.ndarray, vocab: Vocabulary) -> list[tuple[str, float]]:
 
 
 def _grid(alphas: list[np.ndarray]) -> np.ndarray:
+    """Per-word attention (T, L) as maps (T, G, G); (T, 0, 0) for a decoder without attention."""
     if not alphas:
         return np.zeros((0, 0, 0), np.float32)
     flat = np.stack(alphas).astype(np.float32)  # (T, L)
     side = int(round(np.sqrt(flat.shape[1])))
     return flat.reshape(len(alphas), side, side)
+
+
+def _gates(betas: list[np.ndarray]) -> np.ndarray:
+    """Per-word beta (T,); empty for a decoder without attention."""
+    flat = np.stack(betas).astype(np.float32) if betas else np.zeros((0, 0), np.float32)  # (T, 1) or (T, 0)
+    return flat[:, 0] if flat.shape[1] else np.zeros(0, np.float32)
 
 
 def _score(log_prob: float, length: int, length_penalty: float) -> float:
@@ -120,12 +128,13 @@ def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, le
     banned = _banned(vocab)
     words = [[] for _ in range(batch)]
     alphas = [[] for _ in range(batch)]
+    betas = [[] for _ in range(batch)]
     steps = [[] for _ in range(batch)]
     log_prob = np.zeros(batch)
     ended = np.zeros(batch, bool)
     before = tokens.copy()
     for t in range(max_length + 1):
-        log_probs, h, c, alpha = step(tokens, h, c, features, projected)  # (B, V), h and c (B, units), (B, L)
+        log_probs, h, c, alpha, beta = step(tokens, h, c, features, projected)  # (B, V), (B, n) x 2, (B, L), (B, 1)
         log_probs[:, banned] = -np.inf
         _forbid_end(log_probs, vocab, t, whole_endings, tokens, before)
         if t == max_length:
@@ -140,12 +149,13 @@ def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, le
             else:
                 words[b].append(vocab.words[tokens[b]])
                 alphas[b].append(alpha[b])
+                betas[b].append(beta[b])
         if ended.all():
             break
     return [
         Caption(words[b], _grid(alphas[b]), float(log_prob[b]),
                 _score(float(log_prob[b]), len(words[b]) + int(ended[b]), length_penalty),
-                steps[b], [], bool(ended[b]))
+                steps[b], [], bool(ended[b]), _gates(betas[b]))
         for b in range(batch)
     ]
 
@@ -165,21 +175,21 @@ def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int
     h, c, features, projected = prepare(np.asarray(features, np.float32)[None])  # (1, n), (1, n), (1, L, D), (1, L, A)
     repeated = {}  # live beams -> the photo's features and projection repeated for each (made once per width)
     banned = _banned(vocab)
-    # One live beam to start: (tokens, log p, alphas, steps)
-    beams = [([], 0.0, [], [])]
+    # One live beam to start: (tokens, log p, alphas, steps, betas)
+    beams = [([], 0.0, [], [], [])]
     tokens = np.array([vocab.start_id], np.int32)
     finished = []
     for t in range(max_length + 1):
         n = len(beams)
         if n not in repeated:
             repeated[n] = (ops.repeat(features, n, axis=0), ops.repeat(projected, n, axis=0))
-        log_probs, h_new, c_new, alpha = step(tokens, h, c, *repeated[n])  # (n, V), h and c (n, units), (n, L)
+        log_probs, h_new, c_new, alpha, beta = step(tokens, h, c, *repeated[n])  # (n, V), (n, units) x 2, (n, L)
         log_probs[:, banned] = -np.inf
         last = np.array([([vocab.start_id] * 2 + b[0])[-1] for b in beams])
         before = np.array([([vocab.start_id] * 2 + b[0])[-2] for b in beams])
         _forbid_end(log_probs, vocab, t, whole_endings, last, before)
         if t == max_length:  # out of room: the live beams finish as they are
-            finished += [(b[0], b[1], b[2], b[3], False) for b in beams]
+            finished += [(*b, False) for b in beams]
             break
         width = beam_size - len(finished)
         total = np.array([b[1] for b in beams])[:, None] + log_probs  # (n, V)
@@ -187,24 +197,25 @@ def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int
         keep = []
         for flat in order:
             parent, word = divmod(int(flat), total.shape[1])
-            ptoks, _, palphas, psteps = beams[parent]
+            ptoks, _, palphas, psteps, pbetas = beams[parent]
             new_steps = psteps + [_top(log_probs[parent], vocab)] if with_steps else psteps
             if word == vocab.end_id:
-                finished.append((ptoks, float(total[parent, word]), palphas, new_steps, True))
+                finished.append((ptoks, float(total[parent, word]), palphas, new_steps, pbetas, True))
             else:
-                keep.append((ptoks + [word], float(total[parent, word]), palphas + [alpha[parent]], new_steps, parent))
+                keep.append((ptoks + [word], float(total[parent, word]), palphas + [alpha[parent]], new_steps,
+                             pbetas + [beta[parent]], parent))
         if not keep:
             break
-        beams = [k[:4] for k in keep]
-        parents = [k[4] for k in keep]
+        beams = [k[:5] for k in keep]
+        parents = [k[5] for k in keep]
         h, c = h_new[parents], c_new[parents]
         tokens = np.array([k[0][-1] for k in keep], np.int32)
         if len(finished) >= beam_size:
             break
     captions = [
         Caption([vocab.words[i] for i in toks], _grid(alphas), lp, _score(lp, len(toks) + int(ended), length_penalty),
-                steps, [], ended)
-        for toks, lp, alphas, steps, ended in finished
+                steps, [], ended, _gates(betas))
+        for toks, lp, alphas, steps, betas, ended in finished
     ]
     captions.sort(key=lambda cap: -cap.score)
     best = captions[0]
@@ -230,7 +241,7 @@ def sample(decoder, vocab: Vocabulary, features: np.ndarray, samples: int, max_l
     live = np.ones(n, bool)
     banned = _banned(vocab)
     for t in range(max_length):
-        log_probs, h, c, _ = step(tokens, h, c, features, projected)  # (N, V)
+        log_probs, h, c, _, _ = step(tokens, h, c, features, projected)  # (N, V)
         log_probs[:, banned] = -np.inf
         _forbid_end(log_probs, vocab, t, whole_endings, tokens, before)
         probs = np.exp(log_probs - log_probs.max(axis=1, keepdims=True))

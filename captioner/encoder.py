@@ -128,7 +128,7 @@ def _machine_key(config: ModelConfig) -> str:
     library = __import__(backend)  # tensorflow, jax or torch
     return " | ".join([processor, f"cores {_cores()}", f"keras {keras.__version__}",
                        f"{backend} {getattr(library, '__version__', '?')}",
-                       f"{config.image_size}px {config.encoder_layer}"])
+                       f"{config.image_size}px {config.encoder} {config.encoder_layer}"])
 
 
 def _cores() -> int:
@@ -207,11 +207,20 @@ def _vgg16_layers():
         yield f"block{block}_pool", None
 
 
+ENCODERS = ("vgg16", "xception")
+XCEPTION_WIDTH = 2048  # Xception's pooled output: one vector per photo (L = 1), for inject and merge
+
+
 def feature_shape(config: ModelConfig) -> tuple[int, int, int]:
     """The encoder's output for one photo, (G, G, D): 14 x 14 x 512 for block5_conv3 of a 224 photo.
 
     The annotation vectors a_i of the paper are its L = G * G rows of width D.
+    Xception is pooled over the photo: (1, 1, 2048).
     """
+    if config.encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {config.encoder!r}: one of {', '.join(ENCODERS)}")
+    if config.encoder == "xception":
+        return 1, 1, XCEPTION_WIDTH
     side, width = config.image_size, 3
     for name, channels in _vgg16_layers():
         if channels is None:
@@ -234,6 +243,8 @@ def build_encoder(config: ModelConfig, dtype: str = "float32"):
 
     feature_shape(config)  # an unknown layer name fails here, before any layer is built
     size = config.image_size
+    if config.encoder == "xception":
+        return _xception(size, dtype)
     x = inputs = keras.Input((size, size, 3), name="pixels")
     for name, channels in _vgg16_layers():
         if channels is None:
@@ -245,6 +256,51 @@ def build_encoder(config: ModelConfig, dtype: str = "float32"):
     encoder = keras.Model(inputs, x, name="vgg16_encoder")
     encoder.trainable = False
     return encoder
+
+
+def _xception(size: int, dtype: str):
+    """keras.applications' Xception without its classifier, average-pooled: (B, S, S, 3) -> (B, 1, 1, 2048).
+
+    Built with random weights (``weights=None``): the weights come from a file, see
+    :func:`xception_imagenet_weights`. Photos are scaled to [-1, 1], Xception's own
+    preprocessing, by ``pixel_mean = pixel_std = 0.5`` in the config.
+    """
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)  # keras.applications builds its layers in the global policy
+    try:
+        base = keras.applications.Xception(include_top=False, weights=None, input_shape=(size, size, 3),
+                                           pooling="avg")
+    finally:
+        keras.config.set_dtype_policy(before)
+    x = keras.layers.Reshape((1, 1, XCEPTION_WIDTH), name="regions", dtype=dtype)(base.output)
+    encoder = keras.Model(base.input, x, name="xception_encoder")
+    encoder.trainable = False
+    return encoder
+
+
+def xception_imagenet_weights(out: Path, image_size: int = 299) -> Path:
+    """Keras's own ImageNet Xception weights (downloaded by Keras, where the network allows), saved in
+    this project's format for ``--encoder-weights``. No such download is reachable from this
+    project's build machines; a Keras Xception notop ``.h5`` file given by the user works as well."""
+    import keras
+
+    try:
+        base = keras.applications.Xception(include_top=False, weights="imagenet",
+                                           input_shape=(image_size, image_size, 3), pooling="avg")
+    except Exception as exc:  # noqa: BLE001  (Keras raises whatever its download raised)
+        raise RuntimeError(f"Keras could not download the Xception ImageNet weights ({exc}); "
+                           "give a Keras Xception notop .h5 file with --encoder-weights instead") from exc
+    config = ModelConfig(encoder="xception", image_size=image_size)
+    encoder = build_encoder(config)
+    for layer, src in zip(encoder.layers, base.layers):  # the same layers in the same order
+        if layer.weights:
+            layer.set_weights(src.get_weights())
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    encoder.save_weights(out)
+    return out
 
 
 def encode_function(encoder, dtype: str):
@@ -349,8 +405,7 @@ def save_encoder_weights_float16(encoder, config: ModelConfig, path: Path, max_s
     With ``max_shard_size`` (GB), ``path`` ends in ``.weights.json`` and the weights go to shards beside it.
     """
     half = build_encoder(config, dtype="float16")
-    for layer in half.layers:
+    for layer, src in zip(half.layers, encoder.layers):  # in order: Xception's unnamed layers differ in name
         if layer.weights:
-            src = encoder.get_layer(layer.name)
             layer.set_weights([np.asarray(w, np.float32).astype(np.float16) for w in src.get_weights()])
     half.save_weights(Path(path), max_shard_size=max_shard_size)

@@ -65,11 +65,10 @@ def split_features(captioner, data, split: str, cache_root, max_images: int | No
     from pathlib import Path
 
     from .features import extract_features, feature_cache_dir
-    from .pipeline import ENCODER_WEIGHTS
 
     dtype = dtype or captioner.compute_dtype
     files = data.split(split, max_images)
-    weights = Path(captioner.folder) / ENCODER_WEIGHTS
+    weights = captioner.encoder_weights
     cache_dir = feature_cache_dir(Path(cache_root), files, captioner.config, weights, dtype)
     cache = extract_features([data.path(f) for f in files], cache_dir, captioner.config, weights,
                              dtype=dtype, progress=progress)

@@ -1,13 +1,28 @@
-"""The soft-attention decoder of Show, Attend and Tell (Xu et al., 2015).
+"""The decoders: soft attention (Show, Attend and Tell), and the two seed designs it grew from.
 
-Notation follows the paper: a_i are the L = 196 annotation vectors (one per
-14 x 14 region, D = 512 wide), h_t the LSTM state, alpha_t the attention
-weights, z_t the context vector, y_t the word.
+- :class:`AttentionDecoder` (Xu et al., 2015), the shipped model: it looks at
+  the L = 196 regions anew for every word;
+- :class:`InjectDecoder` (Show and Tell, Vinyals et al., 2015): the image
+  vector becomes the LSTM's initial state, then words follow;
+- :class:`MergeDecoder` (Tanti et al., 2018; the common Keras tutorials): an
+  LSTM reads the caption so far without the image, and the image vector is
+  added to its output just before the word is predicted.
 
-Everything that decodes (teacher forcing in training, greedy, beam search,
-attention export) goes through :meth:`AttentionDecoder.step`, and the image
-side of the attention MLP is projected once per photo by
-:meth:`AttentionDecoder.prepare`.
+Notation follows Xu et al.: a_i are the L annotation vectors (one per 14 x 14
+region, D = 512 wide), h_t the LSTM state, alpha_t the attention weights, z_t
+the context vector, y_t the word. Inject and merge read the mean of the a_i,
+the paper's own summary of the photo (or a pooled vector, L = 1).
+
+Every decoder has the same three calls, and everything that decodes (teacher
+forcing in training, greedy, beam search, sampling, the step-through of the
+teacher view) goes through them:
+
+    prepare(features)  -> h_0, c_0, projected   once per photo
+    step(y, h, c, features, projected) -> logits, h, c, alpha, beta   one word
+    call(features, tokens) -> logits, alphas    teacher forcing, all words
+
+``alpha`` is (B, L) for the attention decoder and (B, 0) for the others, and
+``beta`` (B, 1) is the mean of the attention gate (B, 0 without attention).
 """
 from __future__ import annotations
 
@@ -117,10 +132,17 @@ class AttentionDecoder(layers.Layer):
         out = embedded + self.out_h(self.drop(h, training=training)) + self.out_z(context)  # (..., m)
         return self.logits(self.drop(out, training=training))  # (..., V)
 
+    has_attention = True
+
     def step(self, tokens, h, c, features, projected, training=False):
-        """One time step: y_{t-1}, (h, c)_{t-1} -> logits for y_t (B, V), (h, c)_t, alpha_t (B, L)."""
+        """One time step: y_{t-1}, (h, c)_{t-1} -> logits for y_t (B, V), (h, c)_t, alpha_t (B, L), beta_t (B, 1).
+
+        beta_t is the gate of sec. 4.2.1, averaged over its D values: how much of the attended
+        context reaches the LSTM (near 0 for words the caption so far predicts, such as "of").
+        """
+        beta = ops.mean(self.gate(h), axis=-1, keepdims=True)  # (B, 1), from h_{t-1}, as recur uses it
         h, c, context, alpha, embedded = self.recur(tokens, h, c, features, projected, training)
-        return self.output(embedded, h, context, training), h, c, alpha
+        return self.output(embedded, h, context, training), h, c, alpha, beta
 
     def call(self, features, tokens, training=False):
         """Teacher forcing: features (B, L, D), tokens (B, T) starting with <start>.
@@ -157,6 +179,117 @@ class AttentionDecoder(layers.Layer):
         }
 
 
+class _GlobalDecoder(layers.Layer):
+    """What inject and merge share: one vector per photo (the mean of the a_i), an embedding and an LSTM.
+
+    Subclasses set how the vector enters: :meth:`prepare` (as the initial state,
+    or projected for the output) and :meth:`output`.
+    """
+
+    has_attention = False
+
+    def __init__(self, vocab_size: int, feature_dim: int = 512, embed_dim: int = 256, lstm_units: int = 512,
+                 dropout: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.feature_dim = feature_dim
+        self.embed_dim = embed_dim
+        self.lstm_units = lstm_units
+        self.dropout = dropout
+        self.embedding = layers.Embedding(vocab_size, embed_dim, name="embedding")
+        self.cell = layers.LSTMCell(lstm_units, name="lstm")
+        self.logits = layers.Dense(vocab_size, name="logits")
+        self.drop = layers.Dropout(dropout)
+
+    def build(self, features_shape=None):
+        self.embedding.build((None,))
+        self.cell.build((None, self.embed_dim))
+        self.build_image_side()
+        self.built = True
+
+    def step(self, tokens, h, c, features, projected, training=False):
+        """y_{t-1}, (h, c)_{t-1} -> logits for y_t (B, V), (h, c)_t, and empty alpha and beta (B, 0)."""
+        out, (h, c) = self.cell(self.embedding(tokens), [h, c], training=training)  # (B, n)
+        none = ops.zeros_like(h[:, :0])
+        return self.output(out, projected, training), h, c, none, none
+
+    def call(self, features, tokens, training=False):
+        """Teacher forcing: features (B, L, D), tokens (B, T) -> logits (B, T, V), alphas (B, T, 0)."""
+        h, c, projected = self.prepare(features)
+
+        def body(carry, token):
+            _, (h, c) = self.cell(self.embedding(token), list(carry), training=training)  # the output is h
+            return (h, c), (h, c)  # scan's TensorFlow version wants the outputs shaped like the carry
+
+        _, (hs, _) = ops.scan(body, (h, c), ops.transpose(tokens))  # (T, B, n)
+        outs = ops.transpose(hs, (1, 0, 2))  # (B, T, n)
+        logits = self.output(outs, ops.expand_dims(projected, 1), training)  # (B, T, V)
+        return logits, ops.zeros_like(logits[..., :0])
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "feature_dim": self.feature_dim,
+                "embed_dim": self.embed_dim, "lstm_units": self.lstm_units, "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class InjectDecoder(_GlobalDecoder):
+    """Show and Tell (Vinyals et al., 2015), "init-inject": the image sets the LSTM's initial state.
+
+    h_0 = tanh(W_h v), c_0 = tanh(W_c v), v the mean annotation vector; then
+    p(y_t) ~ exp(W_o h_t): after the first step the image reaches a word only
+    through the LSTM's memory.
+    """
+
+    def __init__(self, vocab_size: int, **kwargs):
+        super().__init__(vocab_size, **kwargs)
+        self.init_h = layers.Dense(self.lstm_units, activation="tanh", name="init_h")  # W_h
+        self.init_c = layers.Dense(self.lstm_units, activation="tanh", name="init_c")  # W_c
+
+    def build_image_side(self):
+        self.init_h.build((None, self.feature_dim))
+        self.init_c.build((None, self.feature_dim))
+        self.logits.build((None, self.lstm_units))
+
+    def prepare(self, features):
+        """features (B, L, D) -> h_0, c_0 (B, n); ``projected`` is unused, (B, 0)."""
+        image = ops.mean(features, axis=1)  # (B, D)
+        return self.init_h(image), self.init_c(image), image[:, :0]
+
+    def output(self, out, projected, training=False):
+        return self.logits(self.drop(out, training=training))  # (..., V)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MergeDecoder(_GlobalDecoder):
+    """The merge design (Tanti et al., 2018): the LSTM encodes the words only; the image joins at the output.
+
+    h_t = LSTM(E y_{t-1}, h_{t-1}) from a zero state; p(y_t) ~ exp(W_o relu(W_m (h_t + relu(W_v v)))).
+    """
+
+    def __init__(self, vocab_size: int, **kwargs):
+        super().__init__(vocab_size, **kwargs)
+        self.image_proj = layers.Dense(self.lstm_units, activation="relu", name="image_proj")  # W_v
+        self.merge = layers.Dense(self.embed_dim, activation="relu", name="merge")  # W_m
+
+    def build_image_side(self):
+        self.image_proj.build((None, self.feature_dim))
+        self.merge.build((None, self.lstm_units))
+        self.logits.build((None, self.embed_dim))
+
+    def prepare(self, features):
+        """features (B, L, D) -> zero h_0, c_0 (B, n), and the image projected once, relu(W_v v) (B, n)."""
+        image = self.image_proj(ops.mean(features, axis=1))  # (B, n)
+        zeros = ops.zeros_like(image)
+        return zeros, zeros, image
+
+    def output(self, out, projected, training=False):
+        merged = self.merge(self.drop(out + projected, training=training))  # (..., m): words + image, added
+        return self.logits(self.drop(merged, training=training))  # (..., V)
+
+
+DECODERS = {"attention": AttentionDecoder, "inject": InjectDecoder, "merge": MergeDecoder}
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class CaptionModel(keras.Model):
     """The decoder as a Keras model: what ``fit`` trains and what the weight files hold.
@@ -168,7 +301,7 @@ class CaptionModel(keras.Model):
     backend.
     """
 
-    def __init__(self, decoder: AttentionDecoder, alpha_c: float = 1.0, label_smoothing: float = 0.0, **kwargs):
+    def __init__(self, decoder: layers.Layer, alpha_c: float = 1.0, label_smoothing: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.decoder = decoder
         self.alpha_c = alpha_c
@@ -200,9 +333,11 @@ class CaptionModel(keras.Model):
         tokens = ops.maximum(ops.sum(mask), 1.0)
         xent = ops.sum(xent * mask) / tokens  # divided by real tokens, not padding
         # Doubly stochastic attention (eq. 14): lambda * sum_i (1 - sum_t alpha_ti)^2,
-        # averaged over regions and photos; padded steps do not count.
-        coverage = ops.sum(alphas * ops.expand_dims(mask, -1), axis=1)  # (B, L)
-        penalty = self.alpha_c * ops.mean(ops.square(1.0 - coverage))
+        # averaged over regions and photos; padded steps do not count. (No attention, no penalty.)
+        penalty = 0.0
+        if self.alpha_c and self.decoder.has_attention:
+            coverage = ops.sum(alphas * ops.expand_dims(mask, -1), axis=1)  # (B, L)
+            penalty = self.alpha_c * ops.mean(ops.square(1.0 - coverage))
         correct = ops.cast(ops.equal(ops.argmax(logits, -1), ops.cast(targets, "int32")), "float32")
         accuracy = ops.sum(correct * mask) / tokens
         return xent + penalty, xent, accuracy
@@ -241,21 +376,25 @@ class SelfCriticalModel(CaptionModel):
     where ``advantage`` is each caption's CIDEr-D reward minus the mean reward
     of the other captions sampled for the same photo. The loss is the policy
     gradient -sum_t A log p(w_t | w_<t, a), over the real tokens (the ``<end>``
-    included), divided by their count; dropout is off (the sampler ran without
+    included), divided by their count, plus ``xe_weight`` times the
+    cross-entropy of one human reference per photo (batches then also hold
+    ``"references"`` (B, T + 1) and ``"reference_features"`` (B, L, D)); dropout is off (the sampler ran without
     it), and so is the attention penalty of eq. 14: after cross-entropy it is
     several times the policy-gradient loss (about 0.8 for 11 words over 196
     regions, a sum that cannot reach 1 per region), so its gradient would rule.
     Everything else, the weights included, is :class:`CaptionModel`'s.
     """
 
-    def __init__(self, decoder: AttentionDecoder, **kwargs):
+    def __init__(self, decoder: layers.Layer, xe_weight: float = 0.0, **kwargs):
         kwargs.pop("alpha_c", None)  # no attention penalty: beside the small policy-gradient loss it would rule
         super().__init__(decoder, alpha_c=0.0, **kwargs)
+        self.xe_weight = xe_weight
         self.reward_tracker = keras.metrics.Mean(name="reward")
 
     @property
-    def metrics(self):  # the loss and the reward; cross-entropy and accuracy of samples mean nothing here
-        return [m for m in super().metrics if m is not self.xent_tracker and m is not self.accuracy_tracker]
+    def metrics(self):  # the loss, the reward, and the references' cross-entropy if it is part of the loss
+        drop = [self.accuracy_tracker] + ([] if self.xe_weight else [self.xent_tracker])
+        return [m for m in super().metrics if all(m is not d for d in drop)]
 
     def call(self, inputs, training=False):
         return super().call(inputs, training=False)  # no dropout: the gradient is that of the sampling policy
@@ -269,22 +408,28 @@ class SelfCriticalModel(CaptionModel):
         advantage = ops.expand_dims(ops.cast(x["advantage"], "float32"), 1)  # (N, 1)
         loss = -ops.sum(advantage * log_p * mask) / ops.maximum(ops.sum(mask), 1.0)
         self.reward_tracker.update_state(x["reward"])
+        if self.xe_weight:  # a little cross-entropy on a human reference per photo keeps the language whole
+            references = {"features": x["reference_features"], "captions": x["references"]}
+            _, xent, _ = self.losses_of(x["references"], *self(references))
+            self.xent_tracker.update_state(xent)
+            loss = loss + self.xe_weight * xent
         return loss
 
+    def get_config(self):
+        return {**super().get_config(), "xe_weight": self.xe_weight}
 
-def build_decoder(config: ModelConfig, vocab_size: int) -> AttentionDecoder:
-    """The decoder for ``config``: its width D comes from the encoder, its vocabulary from vocab.json."""
+
+def build_decoder(config: ModelConfig, vocab_size: int) -> layers.Layer:
+    """The decoder ``config.decoder`` names: its width D comes from the encoder, its vocabulary from vocab.json."""
     if vocab_size < 5:
         raise ValueError(f"vocab_size must count <pad>, <start>, <end>, <unk> and a word, not {vocab_size}")
-    decoder = AttentionDecoder(
-        vocab_size=vocab_size,
-        feature_dim=feature_shape(config)[-1],
-        embed_dim=config.embed_dim,
-        lstm_units=config.lstm_units,
-        attention_dim=config.attention_dim,
-        dropout=config.dropout,
-        name="decoder",
-    )
+    if config.decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {config.decoder!r}: one of {', '.join(DECODERS)}")
+    sizes = dict(vocab_size=vocab_size, feature_dim=feature_shape(config)[-1], embed_dim=config.embed_dim,
+                 lstm_units=config.lstm_units, dropout=config.dropout, name="decoder")
+    if config.decoder == "attention":
+        sizes["attention_dim"] = config.attention_dim
+    decoder = DECODERS[config.decoder](**sizes)
     decoder.build()
     return decoder
 
@@ -304,7 +449,8 @@ def save_model_weights(model: CaptionModel, path, max_shard_size: float | None =
     With ``max_shard_size`` (in GB), ``path`` ends in ``.weights.json`` and the
     weights go to shards of at most that size beside it (see Keras's ``save_weights``).
     """
-    clean = CaptionModel.from_config(model.get_config())
+    decoder = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model.decoder))
+    clean = CaptionModel(decoder, name=model.name)  # a plain CaptionModel, whatever trained it
     clean.build()
     clean.set_weights(model.get_weights())
     clean.save_weights(path, max_shard_size=max_shard_size)

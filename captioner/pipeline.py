@@ -7,7 +7,9 @@ nothing executable:
     vocab.json                   the vocabulary, as a list of words (its length sizes the decoder)
     encoder.weights.json         VGG16 up to block5_conv3, float16: Keras's manifest of ...
     encoder_0000N.weights.h5     ... its shards, each under 10 MB (what a Hugging Face Space accepts)
-    decoder.weights.json         the attention decoder, likewise sharded
+      or encoder.json            instead of those: {"weights": a relative path, "sha256": ...}, an encoder
+                                 stored once for several model folders (see :func:`share_encoder`)
+    decoder.weights.json         the decoder, likewise sharded
     decoder_0000N.weights.h5
     metrics.json                 scores and how they were measured
     train_config.json            the training settings, for the record
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,9 +49,11 @@ def bundled(name: str) -> Path:
 
 DEFAULT_MODEL = bundled("model")
 DEFAULT_EXAMPLES = bundled("examples")
+SEED_MODELS = {"inject": bundled("seeds/inject"), "merge": bundled("seeds/merge")}  # the designs it grew from
 ENCODER_WEIGHTS = "encoder.weights.json"
+ENCODER_REFERENCE = "encoder.json"
 DECODER_WEIGHTS = "decoder.weights.json"
-REQUIRED = ("config.json", "vocab.json", ENCODER_WEIGHTS, DECODER_WEIGHTS)
+REQUIRED = ("config.json", "vocab.json", DECODER_WEIGHTS)
 MAX_SHARD_GB = 8 / 1024  # 8 MiB a shard: the Hub refuses a plain git push of any file over 10 MB
 
 
@@ -80,6 +85,65 @@ def _is_lfs_pointer(path: Path) -> bool:
         return f.read(8).startswith(b"version ")
 
 
+def encoder_path(folder: Path) -> Path:
+    """The encoder weights of a model folder: its own ``encoder.weights.json``, or the shared file that its
+    ``encoder.json`` names, checked against the sha256 recorded there (a mismatch names the file)."""
+    from .encoder import weights_digest
+
+    folder = Path(folder)
+    own, reference = folder / ENCODER_WEIGHTS, folder / ENCODER_REFERENCE
+    if own.is_file():
+        _weight_files(folder, ENCODER_WEIGHTS)
+        return own
+    if not reference.is_file():
+        raise ModelFolderError(f"{folder} is missing {ENCODER_WEIGHTS} (or an {ENCODER_REFERENCE} naming a shared one)")
+    try:
+        named = json.loads(reference.read_text())
+        path, expected = (folder / named["weights"]).resolve(), str(named["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFolderError(f"{reference} is not an encoder reference ({exc})") from exc
+    if not path.is_file():
+        raise ModelFolderError(f"{reference} names {path}, which is missing")
+    _weight_files(path.parent, path.name)
+    actual = weights_digest(path)
+    if actual != expected:
+        raise ModelFolderError(f"{path} (named by {reference}) has sha256 {actual[:12]}..., not the "
+                               f"{expected[:12]}... this model was made with: a different or damaged encoder")
+    return path
+
+
+def share_encoder(folder: Path, shared: Path) -> Path:
+    """Store ``folder``'s encoder once, in ``shared/encoder.weights.json``, and leave an ``encoder.json`` behind.
+
+    If ``shared`` already holds an encoder, it must hold the same weights (compared value by value);
+    the folder's own copy is then removed. Returns the shared weights path.
+    """
+    from .encoder import build_encoder, load_encoder_weights, weights_digest
+
+    folder, shared = Path(folder), Path(shared)
+    config, _ = check_folder(folder)
+    own = folder / ENCODER_WEIGHTS
+    if not own.is_file():
+        raise ModelFolderError(f"{folder} has no encoder of its own to share")
+    target = shared / ENCODER_WEIGHTS
+    files = _weight_files(folder, ENCODER_WEIGHTS)
+    if target.is_file():
+        mine, theirs = build_encoder(config), build_encoder(config)
+        load_encoder_weights(mine, own)
+        load_encoder_weights(theirs, target)
+        if any(not np.array_equal(a, b) for a, b in zip(mine.get_weights(), theirs.get_weights())):
+            raise ModelFolderError(f"{target} holds other encoder weights than {own}: share into another folder")
+        for file in files:
+            file.unlink()
+    else:
+        shared.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            file.replace(shared / file.name)
+    reference = {"weights": os.path.relpath(target, folder), "sha256": weights_digest(target)}
+    (folder / ENCODER_REFERENCE).write_text(json.dumps(reference, indent=1) + "\n")
+    return target
+
+
 def check_folder(folder: Path) -> tuple[ModelConfig, Vocabulary]:
     """Read config and vocabulary and check that the folder's files are all there and readable."""
     folder = Path(folder)
@@ -88,8 +152,8 @@ def check_folder(folder: Path) -> tuple[ModelConfig, Vocabulary]:
     missing = [f for f in REQUIRED if not (folder / f).is_file()]
     if missing:
         raise ModelFolderError(f"{folder} is missing {', '.join(missing)}")
-    for name in (ENCODER_WEIGHTS, DECODER_WEIGHTS):
-        _weight_files(folder, name)
+    encoder_path(folder)
+    _weight_files(folder, DECODER_WEIGHTS)
     try:
         config = ModelConfig.load(folder / "config.json")
     except (ValueError, KeyError, TypeError) as exc:
@@ -109,7 +173,8 @@ def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, m
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for old in list(folder.glob("encoder*.weights.*")) + list(folder.glob("decoder*.weights.*")):
+    for old in list(folder.glob("encoder*.weights.*")) + list(folder.glob("decoder*.weights.*")) + \
+            list(folder.glob(ENCODER_REFERENCE)):
         old.unlink()  # shards of an earlier model must not linger beside the new manifest
     config.save(folder / "config.json")
     vocab.save(folder / "vocab.json")
@@ -159,11 +224,12 @@ class Captioner:
     """
 
     def __init__(self, config: ModelConfig, vocab: Vocabulary, encoder, model, folder: Path | None = None,
-                 compute_dtype: str = "float32"):
+                 compute_dtype: str = "float32", encoder_weights: Path | None = None):
         from .encoder import encode_function
 
         self.config, self.vocab, self.encoder, self.model = config, vocab, encoder, model
         self.folder = folder
+        self.encoder_weights = encoder_weights  # the file the encoder was loaded from (shared or the folder's)
         self.compute_dtype = compute_dtype
         self.metrics = {}
         if folder and (Path(folder) / "metrics.json").is_file():
@@ -179,22 +245,28 @@ class Captioner:
         from .encoder import best_compute_dtype, build_encoder, load_encoder_weights
         from .model import build_model
 
-        compute_dtype = compute_dtype or best_compute_dtype(config, folder / ENCODER_WEIGHTS)
+        weights = encoder_path(folder)
+        compute_dtype = compute_dtype or best_compute_dtype(config, weights)
         encoder = build_encoder(config, dtype=compute_dtype)
         model = build_model(config, len(vocab))
-        for name, load in ((ENCODER_WEIGHTS, lambda p: load_encoder_weights(encoder, p)),
-                           (DECODER_WEIGHTS, model.load_weights)):
+        for path, load in ((weights, lambda p: load_encoder_weights(encoder, p)),
+                           (folder / DECODER_WEIGHTS, model.load_weights)):
             try:
-                load(folder / name)
+                load(path)
             except (ValueError, OSError, KeyError) as exc:
                 raise ModelFolderError(
-                    f"{folder / name}: the weights do not fit config.json and vocab.json "
+                    f"{path}: the weights do not fit config.json and vocab.json "
                     f"({len(vocab)} words): {exc}") from exc
-        return cls(config, vocab, encoder, model, folder, compute_dtype)
+        return cls(config, vocab, encoder, model, folder, compute_dtype, weights)
 
     @property
     def decoder(self):
         return self.model.decoder
+
+    @property
+    def design(self) -> str:
+        """"attention", "inject" or "merge" (see :mod:`captioner.model`)."""
+        return self.config.decoder
 
     def describe(self, photo, beam_size: int | None = None, with_steps: bool = False) -> Description:
         """Caption one photo: a path, bytes, a file object, a PIL image or an array.

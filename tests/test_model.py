@@ -4,7 +4,9 @@ import pytest
 
 from captioner.config import ModelConfig
 from captioner.encoder import feature_shape
-from captioner.model import AttentionDecoder, CaptionModel, SoftAttention, build_model
+import dataclasses
+
+from captioner.model import DECODERS, AttentionDecoder, CaptionModel, SoftAttention, build_model
 
 CONFIG = ModelConfig(image_size=64, embed_dim=16, lstm_units=24, attention_dim=12, dropout=0.0)
 VOCAB = 20
@@ -30,15 +32,51 @@ def test_shapes_and_attention_rows_sum_to_one():
     assert (np.asarray(alphas) >= 0).all()
 
 
-def test_teacher_forcing_uses_the_same_step_as_decoding():
-    decoder = build_model(CONFIG, VOCAB).decoder
+@pytest.mark.parametrize("kind", sorted(DECODERS))
+def test_teacher_forcing_uses_the_same_step_as_decoding(kind):
+    config = dataclasses.replace(CONFIG, decoder=kind)
+    decoder = build_model(config, VOCAB).decoder
+    assert isinstance(decoder, DECODERS[kind])
     features, tokens = _inputs()
     logits, alphas = decoder(features, tokens)
+    assert logits.shape == (3, 5, VOCAB) and alphas.shape == (3, 5, REGIONS if kind == "attention" else 0)
     h, c, projected = decoder.prepare(features)
     for t in range(tokens.shape[1]):
-        step_logits, h, c, alpha = decoder.step(tokens[:, t], h, c, features, projected)
+        step_logits, h, c, alpha, beta = decoder.step(tokens[:, t], h, c, features, projected)
         np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(alpha, alphas[:, t], rtol=1e-4, atol=1e-6)
+        assert beta.shape == ((3, 1) if kind == "attention" else (3, 0))
+        assert ((np.asarray(beta) > 0) & (np.asarray(beta) < 1)).all()  # a sigmoid gate (vacuous when empty)
+
+
+@pytest.mark.parametrize("kind", sorted(DECODERS))
+def test_each_decoder_round_trips_its_config_and_weights(kind, tmp_path):
+    config = dataclasses.replace(CONFIG, decoder=kind)
+    model = build_model(config, VOCAB)
+    clone = CaptionModel.from_config(model.get_config())
+    assert type(clone.decoder) is DECODERS[kind] and clone.decoder.get_config() == model.decoder.get_config()
+    assert keras.saving.get_registered_name(DECODERS[kind]) == f"captioner>{DECODERS[kind].__name__}"
+    model.save_weights(tmp_path / "d.weights.h5")
+    other = build_model(config, VOCAB)
+    other.load_weights(tmp_path / "d.weights.h5")
+    features, tokens = _inputs()
+    np.testing.assert_array_equal(other.decoder(features, tokens)[0], model.decoder(features, tokens)[0])
+
+
+def test_the_three_decoders_differ_in_how_the_photo_enters():
+    """Inject: the photo sets the state; merge: the state starts at zero and the photo joins at the output."""
+    features, tokens = _inputs()
+    for kind in ("inject", "merge"):
+        decoder = build_model(dataclasses.replace(CONFIG, decoder=kind), VOCAB).decoder
+        h, c, projected = (np.asarray(x) for x in decoder.prepare(features))
+        if kind == "inject":
+            assert np.abs(h).sum() > 0 and projected.shape == (3, 0)
+        else:
+            assert not h.any() and not c.any() and projected.shape == (3, CONFIG.lstm_units)
+        other = features.copy()
+        other[0] += 1.0  # a different photo changes that photo's words only
+        a, b = np.asarray(decoder(features, tokens)[0]), np.asarray(decoder(other, tokens)[0])
+        assert not np.allclose(a[0], b[0]) and np.allclose(a[1:], b[1:])
 
 
 def test_get_config_round_trips():

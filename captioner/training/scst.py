@@ -27,7 +27,7 @@ import numpy as np
 from .. import backend
 from ..config import ModelConfig, TrainConfig
 from ..vocab import Vocabulary
-from .batches import bucket_widths
+from .batches import bucket_widths, encode_captions
 from .checkpoints import STATE, latest_checkpoint, load_decoder_weights, restore_checkpoint
 from .record import Run
 
@@ -45,7 +45,8 @@ class SelfCriticalBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, decoder, vocab: Vocabulary, features: np.ndarray, scorer, photos: int, samples: int,
-                 max_length: int, seed: int = 0, whole_endings: bool = True, epoch: int = 0):
+                 max_length: int, seed: int = 0, whole_endings: bool = True, epoch: int = 0,
+                 references: list[list[list[int]]] | None = None):
         super().__init__()
         if samples < 2:
             raise ValueError("self-critical training needs at least 2 samples per photo (one is the others' baseline)")
@@ -53,6 +54,7 @@ class SelfCriticalBatches(keras.utils.PyDataset):
         self.photos, self.samples, self.max_length = photos, samples, max_length
         self.seed, self.whole_endings, self.epoch = seed, whole_endings, epoch
         self.widths = bucket_widths(max_length)
+        self.references = references  # per photo, its reference captions as <start> .. <end> ids (or None)
         self.plan()
 
     def plan(self):
@@ -81,9 +83,16 @@ class SelfCriticalBatches(keras.utils.PyDataset):
         advantage = (by_photo - baseline).reshape(-1)
         longest = max(len(w) for w in words)
         width = next(b for b in self.widths if longest <= b)
-        return {"features": np.repeat(features, self.samples, axis=0),
-                "captions": tokens[:, : width + 2],  # <start> w_1 .. w_n <end> <pad> ..
-                "advantage": advantage.astype(np.float32), "reward": reward.astype(np.float32)}
+        batch = {"features": np.repeat(features, self.samples, axis=0),
+                 "captions": tokens[:, : width + 2],  # <start> w_1 .. w_n <end> <pad> ..
+                 "advantage": advantage.astype(np.float32), "reward": reward.astype(np.float32)}
+        if self.references is not None:  # one human caption per photo, drawn with the same generator
+            chosen = [self.references[p][rng.integers(len(self.references[p]))] for p in photos]
+            refs = np.zeros((len(photos), max(map(len, chosen))), np.int32)
+            for j, ids in enumerate(chosen):
+                refs[j, : len(ids)] = ids
+            batch["references"], batch["reference_features"] = refs, features
+        return batch
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -100,10 +109,11 @@ class SelfCriticalBatches(keras.utils.PyDataset):
         if backend.name() != "tensorflow":
             return self
         width = self.features.shape[1:]
-        return backend.tf_dataset(one_epoch, {"features": ((None,) + width, "float16"),
-                                              "captions": ((None, None), "int32"),
-                                              "advantage": ((None,), "float32"), "reward": ((None,), "float32")},
-                                  length=len(self), prefetch=0)
+        signature = {"features": ((None,) + width, "float16"), "captions": ((None, None), "int32"),
+                     "advantage": ((None,), "float32"), "reward": ((None,), "float32")}
+        if self.references is not None:
+            signature.update(references=((None, None), "int32"), reference_features=((None,) + width, "float16"))
+        return backend.tf_dataset(one_epoch, signature, length=len(self), prefetch=0)
 
 
 def start_from_folder(folder: Path) -> tuple[ModelConfig, Vocabulary, Path, dict]:
@@ -153,7 +163,7 @@ def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabu
     scorer = CiderD(references)  # document frequencies of the training references
 
     keras.utils.set_random_seed(tcfg.seed)
-    model = SelfCriticalModel(build_decoder(config, len(vocab)), name="captioner")
+    model = SelfCriticalModel(build_decoder(config, len(vocab)), xe_weight=tcfg.scst_xe_weight, name="captioner")
     model.build()
     model.compile(optimizer=keras.optimizers.Adam(tcfg.scst_learning_rate, global_clipnorm=tcfg.clip_norm),
                   jit_compile=backend.jit_compile(tcfg.jit_compile))
@@ -169,9 +179,13 @@ def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabu
     run.run_dir, run.data_dir, run.cache_dir, run.encoder_weights = run_dir, Path(data_dir), cache_dir, weights
     run.compute_dtype, run.splits = dtype, splits
 
+    encoded = None
+    if tcfg.scst_xe_weight:  # the references the cross-entropy term reads, within the length limit
+        encoded = [[c for c in encode_captions(refs, vocab) if len(c) - 2 <= config.max_length] or
+                   encode_captions(refs, vocab)[:1] for refs in references]
     batches = SelfCriticalBatches(model.decoder, vocab, cache.rows(splits["train"]), scorer, tcfg.scst_photos,
                                   tcfg.scst_samples, min(tcfg.scst_max_words, config.max_length), seed=tcfg.seed,
-                                  whole_endings=config.whole_endings)
+                                  whole_endings=config.whole_endings, references=encoded)
     if not len(batches):
         raise ValueError(f"{len(references)} training photos make no batch of {tcfg.scst_photos}")
     log.info("self-critical training: %d batches of %d photos x %d samples", len(batches), tcfg.scst_photos,
