@@ -49,7 +49,6 @@ def bundled(name: str) -> Path:
 
 DEFAULT_MODEL = bundled("model")
 DEFAULT_EXAMPLES = bundled("examples")
-SEED_MODELS = {"inject": bundled("seeds/inject"), "merge": bundled("seeds/merge")}  # the designs it grew from
 ENCODER_WEIGHTS = "encoder.weights.json"
 ENCODER_REFERENCE = "encoder.json"
 DECODER_WEIGHTS = "decoder.weights.json"

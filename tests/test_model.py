@@ -1,11 +1,11 @@
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 
 from captioner.config import ModelConfig
 from captioner.encoder import feature_shape
-import dataclasses
-
 from captioner.model import DECODERS, AttentionDecoder, CaptionModel, SoftAttention, build_model
 
 CONFIG = ModelConfig(image_size=64, embed_dim=16, lstm_units=24, attention_dim=12, dropout=0.0)
