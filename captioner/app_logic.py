@@ -279,7 +279,7 @@ class AppState:
 
     def heatmaps_view(self, described: Description | None, opacity) -> tuple[str, Path | None]:
         """Heatmaps for the visitor's last caption: (gallery HTML, combined grid PNG path), or ("", None)."""
-        if described is None:
+        if described is None or not described.is_photo:  # no "man: looked at the top" for a page of text
             return "", None
         opacity = clamp_opacity(opacity)
         return views.gallery_html(heatmap_items(described, opacity)), self.save_grid(described, opacity)

@@ -51,6 +51,9 @@ class ModelConfig:
     # at or above hedge_sure -> "Probably ..."; at or above hedge_possible -> "Possibly ..."
     hedge_sure: float = -0.9
     hedge_possible: float = -1.4
+    # --- "this is not a photo": turned away when p(photo) of the folder's photo_check.json is below this,
+    # chosen on the dev photos (captioner.photo_check); a folder without that file has no check
+    photo_threshold: float = 0.5
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

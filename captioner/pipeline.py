@@ -11,6 +11,7 @@ nothing executable:
                                  stored once for several model folders (see :func:`share_encoder`)
     decoder.weights.json         the decoder, likewise sharded
     decoder_0000N.weights.h5
+    photo_check.json             optional: the "is this a photo?" classifier (see captioner.photo_check)
     metrics.json                 scores and how they were measured
     train_config.json            the training settings, for the record
     README.md                    the model card
@@ -34,6 +35,8 @@ from .config import ModelConfig
 from .decoding import Caption, beam_search, greedy
 from .hedging import hedge
 from .image import load_image, preprocess
+from .photo_check import FILE as PHOTO_CHECK
+from .photo_check import PHOTO, PhotoCheck, Verdict
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ ENCODER_WEIGHTS = "encoder.weights.json"
 ENCODER_REFERENCE = "encoder.json"
 DECODER_WEIGHTS = "decoder.weights.json"
 REQUIRED = ("config.json", "vocab.json", DECODER_WEIGHTS)
+PHOTO_VERDICT = Verdict(PHOTO, 1.0)  # what a folder without a photo check says of every picture
 MAX_SHARD_GB = 8 / 1024  # 8 MiB a shard: the Hub refuses a plain git push of any file over 10 MB
 
 
@@ -173,8 +177,8 @@ def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, m
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for old in list(folder.glob("encoder*.weights.*")) + list(folder.glob("decoder*.weights.*")) + \
-            list(folder.glob(ENCODER_REFERENCE)):
-        old.unlink()  # shards of an earlier model must not linger beside the new manifest
+            list(folder.glob(ENCODER_REFERENCE)) + list(folder.glob(PHOTO_CHECK)):
+        old.unlink()  # shards of an earlier model (and its photo check) must not linger beside the new ones
     config.save(folder / "config.json")
     vocab.save(folder / "vocab.json")
     save_encoder_weights_float16(encoder, config, folder / ENCODER_WEIGHTS, max_shard_size=MAX_SHARD_GB)
@@ -188,6 +192,23 @@ def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, m
     return folder
 
 
+def load_photo_check(folder: Path, config: ModelConfig) -> PhotoCheck | None:
+    """The folder's photo check, or None if it has none; a damaged one is refused naming the file."""
+    from .encoder import feature_shape
+
+    path = Path(folder) / PHOTO_CHECK
+    if not path.is_file():
+        return None
+    try:
+        check = PhotoCheck.load(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFolderError(f"{path} is not a photo check ({exc})") from exc
+    if not check.fits(feature_shape(config)[-1]):
+        raise ModelFolderError(f"{path} was made for another encoder ({check.mean.shape[0]} values, "
+                               f"not 2 x {feature_shape(config)[-1]})")
+    return check
+
+
 @dataclass
 class Description:
     """What :meth:`Captioner.describe` returns for one photo."""
@@ -197,6 +218,11 @@ class Description:
     hedged: str  # the caption worded by the model's confidence: "Probably a dog running on grass."
     beam_size: int
     seconds: dict = field(default_factory=dict)  # {"read": ..., "encoder": ..., "decoder": ...}
+    verdict: Verdict = PHOTO_VERDICT  # not a photo of a scene? Then ``hedged`` says so instead of the caption
+
+    @property
+    def is_photo(self) -> bool:
+        return self.verdict.is_photo
 
     @property
     def text(self) -> str:
@@ -223,10 +249,12 @@ class Captioner:
     """
 
     def __init__(self, config: ModelConfig, vocab: Vocabulary, encoder, model, folder: Path | None = None,
-                 compute_dtype: str = "float32", encoder_weights: Path | None = None):
+                 compute_dtype: str = "float32", encoder_weights: Path | None = None,
+                 photo_check: PhotoCheck | None = None):
         from .encoder import encode_function
 
         self.config, self.vocab, self.encoder, self.model = config, vocab, encoder, model
+        self.photo_check = photo_check
         self.folder = folder
         self.encoder_weights = encoder_weights  # the file the encoder was loaded from (shared or the folder's)
         self.compute_dtype = compute_dtype
@@ -245,6 +273,7 @@ class Captioner:
         from .model import build_model
 
         weights = encoder_path(folder)
+        check = load_photo_check(folder, config)
         compute_dtype = compute_dtype or best_compute_dtype(config, weights)
         encoder = build_encoder(config, dtype=compute_dtype)
         model = build_model(config, len(vocab))
@@ -256,7 +285,7 @@ class Captioner:
                 raise ModelFolderError(
                     f"{path}: the weights do not fit config.json and vocab.json "
                     f"({len(vocab)} words): {exc}") from exc
-        return cls(config, vocab, encoder, model, folder, compute_dtype, weights)
+        return cls(config, vocab, encoder, model, folder, compute_dtype, weights, check)
 
     @property
     def decoder(self):
@@ -282,10 +311,17 @@ class Captioner:
             read = time.perf_counter()
             features = self.features(pixels[None])[0]  # (L, D)
             encoded = time.perf_counter()
+            verdict = self.judge(features[None])[0]
             caption = self.caption_features(features, beam_size, with_steps)
             done = time.perf_counter()
-        return Description(image, caption, hedge(caption, self.config), beam_size,
-                           {"read": read - start, "encoder": encoded - read, "decoder": done - encoded})
+        return Description(image, caption, verdict.message or hedge(caption, self.config), beam_size,
+                           {"read": read - start, "encoder": encoded - read, "decoder": done - encoded}, verdict)
+
+    def judge(self, features: np.ndarray) -> list[Verdict]:
+        """Photos' features (B, L, D) -> is each a photo of a scene? (Always yes without a photo check.)"""
+        if self.photo_check is None:
+            return [PHOTO_VERDICT] * len(features)
+        return self.photo_check.judge(features, self.config.photo_threshold)
 
     def features(self, pixels: np.ndarray) -> np.ndarray:
         """Preprocessed photos (B, S, S, 3) -> annotation vectors (B, L, D) float32."""
