@@ -141,18 +141,24 @@ def _timer(config: ModelConfig, weights):
     """measure(dtype) -> (seconds for a batch of 2 photos, features), with real weights if given.
 
     Each path's encoder is built, loaded and warmed up on its first call; later calls only time it.
+    Without weights, every path gets the same random ones (the first path's), so that their features
+    can still be compared: two different random encoders would disagree whatever their arithmetic.
     """
     import time
 
     rng = np.random.default_rng(0)
     pixels = rng.normal(size=(2, config.image_size, config.image_size, 3)).astype(np.float32)
-    ready = {}
+    ready, shared = {}, []
 
     def measure(dtype: str):
         if dtype not in ready:
             encoder = build_encoder(config, dtype=dtype)
             if weights is not None:
                 load_encoder_weights(encoder, weights)
+            elif shared:
+                encoder.set_weights(shared)
+            else:
+                shared.extend(encoder.get_weights())
             encode = encode_function(encoder, dtype)
             ready[dtype] = encode, np.asarray(encode(pixels), np.float32)  # traced and warmed up
         encode, out = ready[dtype]

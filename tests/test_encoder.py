@@ -162,3 +162,11 @@ def test_compute_dtype_really_measured(tmp_path, monkeypatch, tiny_config, encod
     assert choice in enc.SERVING_DTYPES and record["dtype"] == choice
     assert set(record["seconds"]) == set(enc.SERVING_DTYPES) and all(t > 0 for t in record["seconds"].values())
     assert record["cosine"]["float32"] == pytest.approx(1.0) and record["cosine"]["bfloat16"] > 0.9
+
+
+def test_timer_without_weights_gives_every_path_the_same_weights(tiny_config):
+    """Without a weights file each arithmetic still runs the same (random) encoder: their features agree
+    as float32 and bfloat16 do, not as two unrelated networks (issue 10: 0.22, and bfloat16 was refused)."""
+    measure = enc._timer(tiny_config, None)
+    (_, ref), (_, low) = measure("float32"), measure("bfloat16")
+    assert enc._min_cosine(low, ref) > 0.99
