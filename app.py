@@ -151,7 +151,7 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
     def cleared(live: str):
         """Everything a new photo makes stale, emptied; ``live`` is the new live-region HTML."""
         return live, None, "", gr.DownloadButton(value=None, visible=False), views.teacher_html(None), "", \
-            gr.Button(interactive=False)
+            gr.Slider(value=1, maximum=2, interactive=False), "", gr.Button(interactive=False)
 
     def on_chosen(payload):
         live, ok = state.chosen_view(payload)
@@ -161,10 +161,17 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
     def on_busy():
         return cleared(views.live_html(app_logic.BUSY_MESSAGE, "idle"))[:-1]
 
-    def on_caption(payload, beam):
+    def on_caption(payload, beam, opacity_percent):
         live, described, teacher = state.caption_view(payload, beam)
         ready = described is not None and state.speech_available
-        return live, described, teacher, gr.Button(interactive=ready)
+        steps = len(described.caption.steps) if described is not None else 0
+        # A one-step caption still gets a two-step slider (Gradio wants maximum > minimum); the view clamps.
+        slider = gr.Slider(value=1, maximum=max(2, steps), interactive=steps > 1)
+        return live, described, teacher, slider, on_step(described, 1, opacity_percent), gr.Button(interactive=ready)
+
+    def on_step(described, step, opacity_percent):
+        opacity = None if opacity_percent is None else float(opacity_percent) / 100
+        return state.step_view(described, step, opacity)
 
     def on_speech(described, rate, autoplay):
         path, note = state.speech_view(described, rate)
@@ -254,16 +261,22 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
         gr.Markdown("## Teacher view")
         with gr.Accordion("Beam candidates and word probabilities", open=False, elem_id="teacher-view"):
             teacher = gr.HTML(views.teacher_html(None), js_on_load=None, elem_id="teacher-tables")
+            gr.Markdown("### Step through the decoding\nWhat the model had said so far, where it looked and "
+                        "which words it weighed, one word at a time.")
+            step = gr.Slider(1, 2, value=1, step=1, label="Decoding step", elem_id="step-slider",
+                             interactive=False, info="Arrow keys move one step; or type the step's number in the box.")
+            step_view = gr.HTML("", js_on_load=None, elem_id="step-view")
 
         quiet = {"api_visibility": "private", "show_progress": "hidden"}  # the live region says what happens
         model = {"concurrency_id": "model", "concurrency_limit": 1}
         voice = {"concurrency_id": "speech", "concurrency_limit": 1}
-        stale = [live, described, gallery, download, teacher, audio, speak_button]
+        stale = [live, described, gallery, download, teacher, audio, step, step_view, speak_button]
 
         # Caption: announce at once and clear the old results, caption, bring it into view; then speech
         # (a child process) and the heatmaps (drawn in this one) side by side.
         busy = caption_button.click(on_busy, None, stale[:-1], queue=False, **quiet)
-        captioned = busy.then(on_caption, [photo, beam], [live, described, teacher, speak_button],
+        captioned = busy.then(on_caption, [photo, beam, opacity],
+                              [live, described, teacher, step, step_view, speak_button],
                               preprocess=False, **quiet, **model)
         captioned.then(None, None, None, js=SHOW_CAPTION, **quiet)
         captioned.then(on_speech, [described, rate, autoplay], [audio, speech_note], **quiet, **voice)
@@ -281,6 +294,7 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
                            **quiet, **voice)
         opacity.change(on_heatmaps, [described, opacity], [gallery, download], trigger_mode="always_last",
                        **quiet)
+        step.change(on_step, [described, step, opacity], [step_view], trigger_mode="always_last", **quiet)
 
         _api(demo, caption, "caption", "Caption a photo. Returns the caption, the caption worded by how sure the "
              "model is, its score (mean log-probability per word, length-normalised; nearer 0 is surer) and "

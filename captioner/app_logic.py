@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import heatmap, speech, views
+from . import heatmap, speech, teaching, views
 from .image import ImageError, load_image
 from .limits import clamp
 from .pipeline import Captioner, Description, ModelFolderError
@@ -283,6 +283,19 @@ class AppState:
             return "", None
         opacity = clamp_opacity(opacity)
         return views.gallery_html(heatmap_items(described, opacity)), self.save_grid(described, opacity)
+
+    def step_view(self, described: Description | None, step, opacity=None) -> str:
+        """The step-through at ``step`` (1-based, clamped to the caption's steps): its HTML, or "" without a
+        caption. It reads what beam search recorded for the caption shown (:func:`teaching.step_through`)."""
+        if described is None or not described.caption.steps:
+            return ""
+        steps = teaching.step_through(described.caption)
+        chosen = steps[clamp(step, 1, len(steps), 1, int) - 1]
+        picture = alt = None
+        if chosen.attention is not None:
+            picture = heatmap.overlay(described.photo, chosen.attention, clamp_opacity(opacity))
+            alt = "Where the model looked for " + heatmap.alt_text(chosen.word, chosen.attention)
+        return views.step_html(chosen, len(steps), picture, alt or "")
 
     def speech_view(self, described: Description | None, rate) -> tuple[Path | None, str]:
         """Speech for the visitor's last caption: (WAV path or None, a note for the page)."""

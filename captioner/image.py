@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -24,6 +25,10 @@ _TOO_MANY = (f"This photo has too many pixels to read safely (the limit is {MAX_
              "Please send a smaller copy.")
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MIN_SIDE = 16  # pixels: a smaller photo holds nothing to describe
+# What Pillow's readers may raise on damaged files. tests/test_image_fuzz.py found ValueError ("P1" alone,
+# a PPM header cut short); the rest are what its plugins raise in their own code, caught before they are met.
+DECODER_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                  ZeroDivisionError, OverflowError)
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
@@ -61,7 +66,7 @@ def load_image(source, *, target_size: int | None = None) -> Image.Image:
         return _to_rgb(image)
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, *DECODER_ERRORS) as exc:
         raise ImageError(f"This photo is damaged or incomplete and could not be read ({exc}).") from exc
 
 
@@ -91,7 +96,7 @@ def _open(source) -> Image.Image:
         raise ImageError(_TOO_MANY) from exc
     except UnidentifiedImageError as exc:
         raise ImageError("This file is not a photo in a format I can read (JPEG, PNG, GIF, WebP, BMP, TIFF).") from exc
-    except OSError as exc:
+    except DECODER_ERRORS as exc:  # a damaged header: each of Pillow's readers fails in its own way
         raise ImageError(f"This file could not be read ({exc}).") from exc
 
 

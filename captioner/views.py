@@ -65,6 +65,34 @@ def steps_table(caption: Caption) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
+def step_html(step, total: int, picture: Image.Image | None = None, alt: str = "") -> str:
+    """One decoding step for the step-through (a :class:`captioner.teaching.Step`): the caption so far,
+    the word chosen and its probability, the gate beta, where the model looked (``picture``, with ``alt``
+    as its text alternative) and the five likeliest words.
+
+    The first paragraph says it all in one sentence, so a screen reader that announces the region
+    when the step changes reads that sentence first.
+    """
+    so_far = " ".join(step.words_so_far) or "nothing yet"
+    chosen = step.chosen_probability
+    said = f", probability {_percent(chosen)}" if chosen is not None else ""
+    gate = "" if step.gate is None else (f" Gate beta {step.gate:.2f}: how much of what the model looked at "
+                                          "reached the LSTM (0 none, 1 all).")
+    summary = (f"Step {step.index + 1} of {total}. Caption so far: {so_far}. "
+               f"Chosen word: {_word(step.word)}{said}.{gate}")
+    figure = ""
+    if picture is not None:
+        figure = (f'<figure class="step-heatmap"><img src="{data_url(picture)}" alt="{html.escape(alt)}" '
+                  f'width="{picture.width}" height="{picture.height}"></figure>')
+    rows = "".join(f"<tr><td>{rank}</td><td>{html.escape(_word(w))}{' (chosen)' if w == step.word else ''}</td>"
+                   f"<td>{_percent(p)}</td></tr>" for rank, (w, p) in enumerate(step.top, start=1))
+    table = (f'<table class="teacher-table"><caption>The five likeliest words at step {step.index + 1}'
+             '</caption><thead><tr><th scope="col">Rank</th><th scope="col">Word</th>'
+             f'<th scope="col">Probability</th></tr></thead><tbody>{rows}</tbody></table>')
+    return (f'<p class="step-summary" role="status" aria-live="polite" aria-atomic="true">{html.escape(summary)}'
+            f"</p>{figure}{table}")
+
+
 def teacher_html(caption: Caption | None) -> str:
     """Both teacher tables, or a note that there is no caption yet."""
     if caption is None:

@@ -96,6 +96,32 @@ def test_caption_view_fills_the_live_region_the_teacher_view_and_the_state(state
     assert "<td>(end of caption)</td>" in steps
 
 
+def test_the_step_through_shows_what_beam_search_chose_at_each_step(state, tmp_path):
+    from captioner.teaching import step_through
+
+    _, described, _ = state.caption_view(payload(write(tmp_path, "p.jpg", encoded(red_circle(), "JPEG"))), 3)
+    caption = described.caption
+    words = caption.words + ["<end>"]
+    steps = step_through(caption)
+    assert [s.word for s in steps] == words and len(steps) == len(caption.steps)
+    for k, step in enumerate(steps, start=1):
+        view = state.step_view(described, k)
+        summary = html.unescape(view.split("</p>")[0])
+        assert 'role="status"' in summary
+        so_far = " ".join(caption.words[:k - 1]) or "nothing yet"
+        shown = "(end of caption)" if step.word == "<end>" else step.word
+        assert f"Step {k} of {len(steps)}. Caption so far: {so_far}. Chosen word: {shown}" in summary
+        assert step.top == caption.steps[k - 1]  # the five words beam search recorded at that step
+        assert html.unescape(view).count("(chosen)") == 1
+        assert ("<img " in view) == (step.word != "<end>")  # a heatmap for every word, none for the end
+        if step.word != "<end>":
+            assert f'alt="Where the model looked for {step.word}: looked hardest at' in html.unescape(view)
+            assert step.gate is not None and f"Gate beta {step.gate:.2f}" in summary
+    assert state.step_view(described, 999) == state.step_view(described, len(steps))  # clamped
+    assert state.step_view(described, "two") == state.step_view(described, 1)
+    assert state.step_view(None, 1) == ""
+
+
 @pytest.mark.parametrize("beam", [1, 3, 10, 0, 99, None, "4", 2.6, "wide"])
 def test_any_beam_width_is_clamped_and_captions(state, beam):
     described = state.describe(red_circle(), beam)
@@ -354,7 +380,10 @@ def test_the_app_builds_without_a_model_or_examples(app):
 def test_every_numeric_setting_is_one_number_box_and_read_aloud_starts_disabled(app, tiny_captioner):
     config = app.create_demo(tiny_captioner, []).get_config_file()
     by_id = {c["props"].get("elem_id"): c for c in config["components"]}
-    assert not [c for c in config["components"] if c["type"] == "slider"]
+    # The one slider is the teacher view's decoding step, and it comes with its number box (Gradio's own)
+    sliders = [c for c in config["components"] if c["type"] == "slider"]
+    assert [c["props"]["elem_id"] for c in sliders] == ["step-slider"]
+    assert sliders[0]["props"]["interactive"] is False and sliders[0]["props"]["step"] == 1
     for elem_id in ("beam-width", "speech-rate", "heatmap-opacity"):
         assert by_id[elem_id]["type"] == "number" and by_id[elem_id]["props"]["info"]
     assert by_id["beam-width"]["props"]["value"] == tiny_captioner.config.beam_size
@@ -362,7 +391,7 @@ def test_every_numeric_setting_is_one_number_box_and_read_aloud_starts_disabled(
     headings = [c["props"]["value"].split("\n")[0] for c in config["components"]
                 if c["type"] == "markdown" and str(c["props"].get("value", "")).startswith("#")]
     assert headings == ["# Describe a photo", "## Photo", "## Caption", "## Settings", "## Where the model looked",
-                        "## Teacher view"]
+                        "## Teacher view", "### Step through the decoding"]
 
 
 # --- the app served on 127.0.0.1, through gradio_client ------------------------------------------------

@@ -323,6 +323,30 @@ def test_the_teacher_toggle_has_a_plain_name_and_says_whether_it_is_open(page, p
                            " === 'false'")
 
 
+def test_the_step_through_moves_by_keyboard_and_by_its_number_box(page, photo):
+    caption(page, photo)
+    page.get_by_role("button", name="Beam candidates and word probabilities").click()
+    page.wait_for_selector("#step-view .step-summary")
+    words = TRUTH.split()
+    step_text = lambda: page.inner_text("#step-view .step-summary")  # noqa: E731
+    assert step_text().startswith(f"Step 1 of {len(words) + 1}. Caption so far: nothing yet. Chosen word: {words[0]}")
+    slider = page.locator("#step-slider input[type=range]")
+    slider.focus()
+    slider.press("ArrowRight")
+    page.wait_for_function("() => document.querySelector('#step-view .step-summary').textContent"
+                           ".startsWith('Step 2 of')", timeout=30_000)
+    assert f"Caption so far: {words[0]}. Chosen word: {words[1]}" in step_text()
+    assert page.locator("#step-view img").get_attribute("alt").startswith(f"Where the model looked for {words[1]}")
+    box = page.locator("#step-slider input[type=number]")
+    assert box.count() == 1 and page.get_by_label("Decoding step", exact=False).count() >= 1
+    box.fill(str(len(words) + 1))
+    box.press("Enter")
+    page.wait_for_function("n => document.querySelector('#step-view .step-summary').textContent"
+                           ".startsWith(`Step ${n} of`)", arg=len(words) + 1, timeout=30_000)
+    assert "Chosen word: (end of caption)" in step_text() and page.locator("#step-view img").count() == 0
+    assert axe_violations(page) == []
+
+
 def test_read_aloud_waits_for_a_caption_and_the_player_is_named_with_one_download(page, photo):
     assert page.is_disabled("#speak-button")  # nothing to read yet
     caption(page, photo)
