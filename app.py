@@ -110,6 +110,15 @@ def launch_options() -> dict:
             "footer_links": ["api", "settings"]}
 
 
+class CompareRow(TypedDict):
+    design: str  # "attention", "inject" or "merge"
+    caption: str
+    hedged: str  # what a listener hears
+    seconds: float  # this photo, read, encoded and decoded
+    test_bleu4: float | None  # Flickr8k test, 0-1, at the model's beam width (None if not recorded)
+    test_cider: float | None
+
+
 class HeatmapItem(TypedDict):
     image: FileData  # one word's heatmap over the photo (JPEG)
     caption: str  # where the model looked for that word, in words
@@ -138,13 +147,15 @@ def _api(demo: gr.Blocks, fn, name: str, description: str, inputs: list[str], ou
 
 def create_demo(captioner, examples=(), *, load_error: str | None = None,
                 speech_status: speech.SpeechStatus | None = None,
-                scratch: app_logic.Scratch | None = None) -> gr.Blocks:
+                scratch: app_logic.Scratch | None = None, designs: dict | None = None) -> gr.Blocks:
     """The Blocks app around one loaded Captioner (or None, with ``load_error`` shown on the page).
 
     ``examples`` are photo paths; ``speech_status`` None means speech was not checked (it is offered).
+    ``designs`` (name -> Captioner) are the seed designs the teacher view compares with it.
     The app's state is ``demo.app_state``.
     """
-    state = AppState(captioner, load_error, list(examples), speech_status, scratch=scratch or app_logic.Scratch())
+    state = AppState(captioner, load_error, list(examples), speech_status, scratch=scratch or app_logic.Scratch(),
+                     designs=dict(designs or {}))
     default_beam = state.default_beam
 
     # --- the page's handlers ------------------------------------------------------------------
@@ -207,6 +218,12 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
             gallery.append(HeatmapItem(image=FileData(path=str(path)).model_dump(), caption=text))
         return gallery, [text for _, text in items], FileData(path=str(state.save_grid(described, opacity)))
 
+    def compare(photo: FileData, beam_width: int = default_beam) -> list[CompareRow]:
+        return [CompareRow(design=c.name, caption=c.description.text, hedged=c.description.hedged,
+                           seconds=round(c.seconds, 4), test_bleu4=c.test_scores.get("bleu4"),
+                           test_cider=c.test_scores.get("cider"))
+                for c in state.compare(app_logic.photo_source(photo), beam_width)]
+
     def speak(text: str, rate: int = speech.DEFAULT_RATE) -> FileData:
         return FileData(path=str(state.speak(text, rate)))
 
@@ -266,6 +283,12 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
             step = gr.Slider(1, 2, value=1, step=1, label="Decoding step", elem_id="step-slider",
                              interactive=False, info="Arrow keys move one step; or type the step's number in the box.")
             step_view = gr.HTML("", js_on_load=None, elem_id="step-view")
+            compare_button = compare_view = None
+            if state.designs:
+                gr.Markdown("### Compare models\nThe same photo described by the attention model and by the "
+                            "designs it grew from, each with its test scores and its time.")
+                compare_button = gr.Button("Compare models on this photo", elem_id="compare-button")
+                compare_view = gr.HTML("", js_on_load=None, elem_id="compare-view")
 
         quiet = {"api_visibility": "private", "show_progress": "hidden"}  # the live region says what happens
         model = {"concurrency_id": "model", "concurrency_limit": 1}
@@ -295,6 +318,9 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
         opacity.change(on_heatmaps, [described, opacity], [gallery, download], trigger_mode="always_last",
                        **quiet)
         step.change(on_step, [described, step, opacity], [step_view], trigger_mode="always_last", **quiet)
+        if compare_button is not None:
+            compare_button.click(state.compare_view, [photo, beam], [compare_view], preprocess=False, **quiet,
+                                 **model)
 
         _api(demo, caption, "caption", "Caption a photo. Returns the caption, the caption worded by how sure the "
              "model is, its score (mean log-probability per word, length-normalised; nearer 0 is surer) and "
@@ -309,6 +335,10 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
              "caption), the same alt texts as a list, and all heatmaps as one PNG.",
              ["photo", "beam width", "heatmap opacity (0-1)"], ["heatmaps", "alt texts", "heatmap grid (PNG)"],
              **model)
+        _api(demo, compare, "compare", "Caption a photo with the shipped model and each seed design beside it "
+             "(inject, merge; those that are installed): for each, the design, caption, hedged caption, seconds "
+             "for this photo and its Flickr8k test BLEU-4 and CIDEr-D (0-1).", ["photo", "beam width"],
+             ["models"], **model)
         _api(demo, speak, "speak", "Read a text aloud (offline, espeak-ng) into a WAV file.",
              ["text", "speech rate (words per minute)"], ["speech (WAV)"], **voice)
     demo.queue(default_concurrency_limit=2, max_size=32)
@@ -324,11 +354,12 @@ def _speech_message(state: AppState) -> str:
 
 def main() -> None:
     """Load the model and examples named by the environment, check speech, and serve the page."""
-    from captioner.pipeline import DEFAULT_EXAMPLES, DEFAULT_MODEL
+    from captioner.pipeline import DEFAULT_EXAMPLES, DEFAULT_MODEL, DEFAULT_SEEDS
 
     captioner, load_error = app_logic.load_captioner(Path(os.environ.get("CAPTIONER_MODEL", DEFAULT_MODEL)))
     examples = app_logic.example_photos(os.environ.get("CAPTIONER_EXAMPLES", DEFAULT_EXAMPLES))
-    demo = create_demo(captioner, examples, load_error=load_error, speech_status=speech.check())
+    designs = app_logic.load_designs(os.environ.get("CAPTIONER_SEEDS", DEFAULT_SEEDS)) if captioner else {}
+    demo = create_demo(captioner, examples, load_error=load_error, speech_status=speech.check(), designs=designs)
     demo.launch(**launch_options())
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import logging
 import tempfile
 import threading
@@ -61,6 +62,22 @@ def load_captioner(folder: str | Path) -> tuple[Captioner | None, str | None]:
     except ModelFolderError as exc:
         return None, (f"The captioning model could not be loaded: {exc}. Train one with train.py, "
                       "or set CAPTIONER_MODEL to a model folder, then restart the app.")
+
+
+def load_designs(folder: str | Path) -> dict[str, Captioner]:
+    """The seed designs to compare with the main model: each model folder under ``folder`` (as
+    assets/seeds/inject), by its design (config.decoder). None if the folder is missing; one that cannot
+    be loaded is left out with a warning, so the page still serves the main model."""
+    folder = Path(folder)
+    designs = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        try:
+            captioner = Captioner.load(sub)
+        except ModelFolderError as exc:
+            log.warning("seed design %s left out: %s", sub, exc)
+            continue
+        designs[captioner.design] = captioner
+    return designs
 
 
 def example_photos(folder: str | Path) -> list[str]:
@@ -182,6 +199,7 @@ class AppState:
     speech_status: speech.SpeechStatus | None = None
     recent: Recent = field(default_factory=Recent)
     scratch: Scratch = field(default_factory=Scratch)
+    designs: dict = field(default_factory=dict)  # design name -> Captioner: the seed designs, for Compare
 
     @property
     def default_beam(self) -> int:
@@ -212,6 +230,26 @@ class AppState:
         if key is not None:
             self.recent.put(key, described)
         return described
+
+    def compare(self, source, beam_size=None) -> list[teaching.Comparison]:
+        """The photo captioned by the main model and by each seed design, in that order, each timed.
+        Raises ImageError or ModelUnavailable."""
+        if self.captioner is None:
+            raise ModelUnavailable(self.load_error or "No captioning model is loaded.")
+        beam_size = clamp(beam_size, MIN_BEAM, MAX_BEAM, self.default_beam, int)
+        captioners = {self.captioner.design: self.captioner}
+        captioners.update((name, c) for name, c in self.designs.items() if name not in captioners)
+        return teaching.compare(captioners, source, beam_size)
+
+    def compare_view(self, payload, beam_size) -> str:
+        """The Compare models button: the comparison table, or a message; never raises."""
+        try:
+            return views.compare_html(self.compare(photo_source(payload), beam_size))
+        except (ImageError, ModelUnavailable) as exc:
+            return f"<p>{html.escape(str(exc))}</p>"
+        except Exception:
+            log.exception("comparing failed")
+            return "<p>Sorry, something went wrong while comparing the models. Please try again.</p>"
 
     def describe_everything(self, source, beam_size=None, opacity=None, rate=None) -> Everything:
         """Caption, heatmaps and speech in one go; speech is made in a child process while the heatmap
@@ -317,4 +355,5 @@ def _upright_size(source) -> tuple[int, int]:
 
 __all__ = ["AppState", "Everything", "ImageError", "ModelUnavailable", "Recent", "Scratch",
            "alt_texts", "clamp_opacity", "example_label", "example_photos", "heatmap_items", "load_captioner",
+           "load_designs",
            "photo_name", "photo_source"]

@@ -52,6 +52,7 @@ def bundled(name: str) -> Path:
 
 DEFAULT_MODEL = bundled("model")
 DEFAULT_EXAMPLES = bundled("examples")
+DEFAULT_SEEDS = bundled("seeds")  # one model folder per seed design (inject, merge), for the teacher view
 ENCODER_WEIGHTS = "encoder.weights.json"
 ENCODER_REFERENCE = "encoder.json"
 DECODER_WEIGHTS = "decoder.weights.json"

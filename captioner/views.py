@@ -93,6 +93,24 @@ def step_html(step, total: int, picture: Image.Image | None = None, alt: str = "
             f"</p>{figure}{table}")
 
 
+def compare_html(comparisons) -> str:
+    """The Compare models table (a list of :class:`captioner.teaching.Comparison`): each design's
+    sentence for this photo, its Flickr8k test scores and how long this photo took."""
+    def score(row, key):
+        return f"{100 * row[key]:.1f}" if key in row else "not measured"
+
+    rows = "".join(
+        f"<tr><th scope=\"row\">{html.escape(c.name)}</th><td>{html.escape(c.description.hedged)}</td>"
+        f"<td>{score(c.test_scores, 'bleu4')}</td><td>{score(c.test_scores, 'cider')}</td>"
+        f"<td>{1000 * c.seconds:.0f} ms</td></tr>" for c in comparisons)
+    about = "".join(f"<li><strong>{html.escape(c.name)}</strong>: {html.escape(c.summary)}</li>" for c in comparisons)
+    return ('<table class="teacher-table"><caption>The same photo described by each design. Scores: Flickr8k '
+            "test, in %, at the model's beam width; time: this photo, read, encoded and decoded.</caption>"
+            '<thead><tr><th scope="col">Design</th><th scope="col">Caption</th><th scope="col">Test BLEU-4</th>'
+            '<th scope="col">Test CIDEr-D</th><th scope="col">Time</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table><ul class=\"designs\">{about}</ul>")
+
+
 def teacher_html(caption: Caption | None) -> str:
     """Both teacher tables, or a note that there is no caption yet."""
     if caption is None:

@@ -96,6 +96,29 @@ def test_caption_view_fills_the_live_region_the_teacher_view_and_the_state(state
     assert "<td>(end of caption)</td>" in steps
 
 
+def test_compare_view_puts_each_design_in_a_row(tiny_captioner, tmp_path):
+    state = app_logic.AppState(tiny_captioner, scratch=app_logic.Scratch(tmp_path), designs={"merge": tiny_captioner})
+    view = state.compare_view(payload(write(tmp_path, "p.png", encoded(red_circle(), "PNG"))), 3)
+    rows = view.split("<tbody>")[1].split("</tbody>")[0].split("</tr>")[:-1]
+    assert [r.split('<th scope="row">')[1].split("<")[0] for r in rows] == ["attention", "merge"]
+    bleu4 = f"{100 * tiny_captioner.metrics['test']['3']['bleu4']:.1f}"
+    assert all(f"{TRUTH}.</td><td>{bleu4}</td>" in r and r.endswith(" ms</td>") for r in rows)
+    assert "Merge: an LSTM reads the words so far" in view
+    assert "cannot be described" not in view
+    assert "not a photo" in state.compare_view(payload(write(tmp_path, "x.jpg", b"hello")), 3)
+    assert "no captioning model" in app_logic.AppState(None).compare_view(None, 3).lower()
+
+
+def test_seed_designs_load_by_their_design_and_a_broken_one_is_left_out(tiny_model_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "seeds" / "one")
+    (tmp_path / "seeds" / "broken").mkdir()
+    designs = app_logic.load_designs(tmp_path / "seeds")
+    assert list(designs) == ["attention"] and designs["attention"].folder == tmp_path / "seeds" / "one"
+    assert app_logic.load_designs(tmp_path / "nowhere") == {}
+
+
 def test_the_step_through_shows_what_beam_search_chose_at_each_step(state, tmp_path):
     from captioner.teaching import step_through
 
@@ -399,7 +422,7 @@ def test_every_numeric_setting_is_one_number_box_and_read_aloud_starts_disabled(
 @pytest.fixture(scope="module")
 def served(app, tiny_captioner):
     """The app (create_demo around the tiny model) served on 127.0.0.1."""
-    demo = app.create_demo(tiny_captioner, [])
+    demo = app.create_demo(tiny_captioner, [], designs={"inject": tiny_captioner})
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                             quiet=True, **app.launch_options())
     yield url
@@ -414,9 +437,9 @@ def client(served):
 
 
 @pytest.mark.server
-def test_the_api_has_exactly_the_four_named_endpoints_described_and_typed(client, tiny_captioner):
+def test_the_api_has_exactly_the_five_named_endpoints_described_and_typed(client, tiny_captioner):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(endpoints) == {"/caption", "/describe", "/heatmaps", "/speak"}
+    assert set(endpoints) == {"/caption", "/describe", "/heatmaps", "/compare", "/speak"}
     assert [p["parameter_has_default"] for p in endpoints["/caption"]["parameters"]] == [False, True]
     assert [p["parameter_has_default"] for p in endpoints["/describe"]["parameters"]] == [False, True, True, True]
     for name, endpoint in endpoints.items():
@@ -430,6 +453,19 @@ def test_the_api_has_exactly_the_four_named_endpoints_described_and_typed(client
     assert returns["words"] == returns["alt texts"] == "list[str]" and returns["score"] == "float"
     assert returns["heatmap grid (PNG)"] == "filepath" and returns["spoken caption (WAV)"] == "None | filepath"
     assert endpoints["/speak"]["parameters"][1]["python_type"]["type"] == "int"
+
+
+@pytest.mark.server
+def test_api_compare_gives_each_design_its_caption_time_and_scores(client, tmp_path, tiny_captioner):
+    from gradio_client import handle_file
+
+    photo = tmp_path / "photo.png"
+    red_circle().save(photo)
+    rows = client.predict(handle_file(str(photo)), api_name="/compare")
+    assert [r["design"] for r in rows] == ["attention", "inject"]  # the main model first, then the seeds
+    for row in rows:  # (here "inject" is the tiny model again, under that name)
+        assert row["caption"] == TRUTH and row["hedged"].endswith(f"{TRUTH}.") and row["seconds"] > 0
+        assert row["test_bleu4"] == tiny_captioner.metrics["test"]["3"]["bleu4"]
 
 
 @pytest.mark.server
