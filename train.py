@@ -46,6 +46,11 @@ def parse_args(argv=None):
     p.add_argument("--coco", action="store_true", help="also score with pycocoevalcap (needs Java)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     d, t = ModelConfig(), TrainConfig()
+    p.add_argument("--decoder", choices=("attention", "inject", "merge"), default=d.decoder,
+                   help="soft attention (shipped), or a seed design that reads the mean region vector")
+    p.add_argument("--encoder", choices=("vgg16", "xception"), default=d.encoder,
+                   help="xception (pooled 2048-d, for inject and merge) needs --encoder-weights: a Keras "
+                        "Xception notop weights file")
     for name in ("embed_dim", "lstm_units", "attention_dim", "max_length", "beam_size"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("dropout", "length_penalty"):

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from captioner.__main__ import main
 
 
@@ -58,3 +60,21 @@ def test_attention_writes_one_image_per_photo(tmp_path, synthetic_data, tiny_mod
     assert capsys.readouterr().out.strip() == f"{out}\t{truth[name]}"
     width, height = Image.open(out).size
     assert width > 160 and height > 160  # the photo and a panel per word
+
+
+def test_train_offers_every_decoder_and_encoder_and_records_the_choice():
+    import sys
+    from pathlib import Path
+
+    from captioner.encoder import ENCODERS
+    from captioner.model import DECODERS
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import train
+
+    for kind in DECODERS:
+        assert train.parse_args(["--data-dir", "x", "--decoder", kind]).decoder == kind
+    for kind in ENCODERS:
+        assert train.parse_args(["--data-dir", "x", "--encoder", kind]).encoder == kind
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data-dir", "x", "--decoder", "transformer"])
