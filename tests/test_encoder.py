@@ -170,3 +170,28 @@ def test_timer_without_weights_gives_every_path_the_same_weights(tiny_config):
     measure = enc._timer(tiny_config, None)
     (_, ref), (_, low) = measure("float32"), measure("bfloat16")
     assert enc._min_cosine(low, ref) > 0.99
+
+
+def test_xception_encoder_with_random_weights_feeds_the_seed_designs(tmp_path):
+    """No Xception ImageNet weights are reachable here, so the option is tested with random ones: pooled
+    features (B, 1, 1, 2048), stored in float16 and loaded back, read by inject and merge decoders."""
+    import dataclasses
+
+    from captioner.model import build_model
+
+    config = ModelConfig(encoder="xception", decoder="inject", image_size=96, pixel_mean=(0.5,) * 3,
+                         pixel_std=(0.5,) * 3, embed_dim=8, lstm_units=8)
+    assert enc.feature_shape(config) == (1, 1, enc.XCEPTION_WIDTH)
+    encoder = enc.build_encoder(config)
+    pixels = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)
+    features = np.asarray(enc.encode_function(encoder, "float32")(pixels))
+    assert features.shape == (2, 1, 1, 2048) and np.isfinite(features).all()
+    enc.save_encoder_weights_float16(encoder, config, tmp_path / "xception.weights.h5")
+    again = enc.build_encoder(config)
+    enc.load_encoder_weights(again, tmp_path / "xception.weights.h5")
+    restored = np.asarray(enc.encode_function(again, "float32")(pixels))
+    assert enc._min_cosine(restored, features) > 0.999
+    for kind in ("inject", "merge"):
+        model = build_model(dataclasses.replace(config, decoder=kind), 12)
+        logits, alphas = model.decoder(features.reshape(2, 1, 2048), np.ones((2, 3), np.int32))
+        assert logits.shape == (2, 3, 12) and alphas.shape == (2, 3, 0)
