@@ -50,9 +50,11 @@ def cmd_caption(args) -> int:
             continue
         if args.json:
             print(json.dumps({"image": str(path), "caption": described.text, "score": round(described.score, 4),
-                              "hedged": described.hedged}), flush=True)
-        else:
-            print(f"{path}\t{described.hedged if args.hedged else described.text}", flush=True)
+                              "hedged": described.hedged, "kind": described.verdict.kind,
+                              "p_photo": round(described.verdict.p_photo, 4)}), flush=True)
+        else:  # a page of text or a screenshot is said to be one, not captioned as a scene
+            said = described.hedged if args.hedged or not described.is_photo else described.text
+            print(f"{path}\t{said}", flush=True)
     return 1 if failed else 0
 
 
@@ -139,7 +141,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder (default: assets/model)")
     _encoder_dtype_option(p)
     p.add_argument("--beam-size", type=int, default=None, help="beam width (default: the model's)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line: image, caption, score")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per line: image, caption, score, hedged, kind (photo, text, screen, ...)")
     p.add_argument("--hedged", action="store_true", help="word the caption by the model's confidence")
     p.set_defaults(func=cmd_caption)
 

@@ -171,25 +171,52 @@ def check_folder(folder: Path) -> tuple[ModelConfig, Vocabulary]:
 
 def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, model, metrics: dict | None = None,
                 train_config: dict | None = None, card: str | None = None) -> Path:
-    """Write a model folder; weight files are sharded under 10 MB each."""
+    """Write a model folder; weight files are sharded under 10 MB each.
+
+    Written whole or not at all: everything goes to a new folder beside it, which then takes the old
+    one's place. If a write fails (a full disk), a :class:`ModelFolderError` says so and the folder as
+    it was still loads. Files of the old folder that this does not write are kept, except its weights
+    and its photo check, which belong to the old model (and encoder).
+    """
+    import shutil
+    import uuid
+
     from .encoder import save_encoder_weights_float16
     from .model import save_model_weights
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in list(folder.glob("encoder*.weights.*")) + list(folder.glob("decoder*.weights.*")) + \
-            list(folder.glob(ENCODER_REFERENCE)) + list(folder.glob(PHOTO_CHECK)):
-        old.unlink()  # shards of an earlier model (and its photo check) must not linger beside the new ones
-    config.save(folder / "config.json")
-    vocab.save(folder / "vocab.json")
-    save_encoder_weights_float16(encoder, config, folder / ENCODER_WEIGHTS, max_shard_size=MAX_SHARD_GB)
-    save_model_weights(model, folder / DECODER_WEIGHTS, max_shard_size=MAX_SHARD_GB)
-    if metrics is not None:
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if train_config is not None:
-        (folder / "train_config.json").write_text(json.dumps(train_config, indent=2) + "\n")
-    if card is not None:
-        (folder / "README.md").write_text(card)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = folder.with_name(f".{folder.name}.writing-{uuid.uuid4().hex[:8]}")
+    work.mkdir()
+    try:
+        config.save(work / "config.json")
+        vocab.save(work / "vocab.json")
+        save_encoder_weights_float16(encoder, config, work / ENCODER_WEIGHTS, max_shard_size=MAX_SHARD_GB)
+        save_model_weights(model, work / DECODER_WEIGHTS, max_shard_size=MAX_SHARD_GB)
+        if metrics is not None:
+            (work / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if train_config is not None:
+            (work / "train_config.json").write_text(json.dumps(train_config, indent=2) + "\n")
+        if card is not None:
+            (work / "README.md").write_text(card)
+        stale = ("encoder*.weights.*", "decoder*.weights.*", ENCODER_REFERENCE, PHOTO_CHECK)
+        for old in folder.iterdir() if folder.is_dir() else ():
+            if old.is_file() and not (work / old.name).exists() and not any(old.match(p) for p in stale):
+                shutil.copy2(old, work / old.name)  # a file of the user's beside the model
+    except OSError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise ModelFolderError(f"could not write the model folder {folder} ({exc}); "
+                               "the folder as it was is untouched") from exc
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if folder.exists():
+        retired = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+        folder.rename(retired)
+        work.rename(folder)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        work.rename(folder)
     return folder
 
 

@@ -22,7 +22,8 @@ def test_caption_folder_reports_bad_file_and_captions_the_rest(tmp_path, synthet
     assert len(bad) == 1 and bad[0]["image"].endswith("broken.jpg") and "not a photo" in bad[0]["error"]
     good = {r["image"].split("/")[-1]: r for r in rows if "caption" in r}
     assert {n: good[n]["caption"] for n in names} == {n: truth[n] for n in names}
-    assert all(isinstance(r["score"], float) and r["hedged"].endswith(".") for r in good.values())
+    assert all(isinstance(r["score"], float) and r["hedged"].endswith(".") and r["kind"] == "photo"
+               for r in good.values())
     assert "broken.jpg" in out.err
 
 

@@ -80,3 +80,36 @@ def test_weights_that_do_not_fit_the_config(tmp_path, tiny_model_dir):
 def test_missing_folder(tmp_path):
     with pytest.raises(ModelFolderError, match="does not exist"):
         Captioner.load(tmp_path / "nope")
+
+
+def test_a_full_disk_while_a_model_folder_is_written_leaves_the_old_one_loading(tiny_model_dir, tmp_path,
+                                                                                monkeypatch):
+    import errno
+
+    import captioner.model as model_module
+    from captioner.pipeline import save_folder
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "NOTES.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    loaded = Captioner.load(folder, compute_dtype="float32")
+    written = []
+
+    def full_disk(model, path, **kwargs):
+        written.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model_module, "save_model_weights", full_disk)
+    with pytest.raises(ModelFolderError, match=r"could not write the model folder .*No space left.*untouched"):
+        save_folder(folder, loaded.config, loaded.vocab, loaded.encoder, loaded.model)
+    assert written  # the failure came where the decoder's weights were written, after the encoder's
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # nothing half-written left beside it
+    Captioner.load(folder, compute_dtype="float32")
+    monkeypatch.undo()
+    save_folder(folder, loaded.config, loaded.vocab, loaded.encoder, loaded.model, metrics={"test": {}})
+    assert (folder / "NOTES.txt").read_text() == "mine" and json.loads((folder / "metrics.json").read_text()) == \
+        {"test": {}}
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert Captioner.load(folder, compute_dtype="float32").describe(np.full((32, 32, 3), 200, np.uint8)).words
