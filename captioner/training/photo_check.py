@@ -24,7 +24,7 @@ from ..photo_check import FILE, PHOTO, choose_threshold, fit, summarise
 log = logging.getLogger(__name__)
 
 SKIMAGE_NOT_PHOTOS = {"page": "text", "text": "text"}
-SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "motorcycle_left", "immunohistochemistry")
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry")
 
 
 def _summaries(rows, chunk: int = 500) -> np.ndarray:
