@@ -1,6 +1,6 @@
 """A short self-critical probe: N steps from a model folder, greedy CIDEr-D on 300 dev photos every K steps.
 
-    python benchmarks/scst_probe.py LR XE_WEIGHT PHOTOS STEPS EVERY [--model assets/model]
+    python benchmarks/scst_probe.py LR XE_WEIGHT PHOTOS STEPS EVERY      # from assets/model
     python benchmarks/scst_probe.py 5e-5 0.5 16 120 30     # what the README reports
 
 Uses train.py's feature cache (cache/, float32 or bfloat16 as measured) and weights/ (build-encoder).
