@@ -113,3 +113,25 @@ def test_a_full_disk_while_a_model_folder_is_written_leaves_the_old_one_loading(
         {"test": {}}
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert Captioner.load(folder, compute_dtype="float32").describe(np.full((32, 32, 3), 200, np.uint8)).words
+
+
+def test_a_shared_encoder_is_stored_once_and_checked_by_its_sha256(tiny_model_dir, tmp_path):
+    from captioner.pipeline import ENCODER_REFERENCE, ENCODER_WEIGHTS, encoder_path, share_encoder
+
+    one, two, shared = tmp_path / "one", tmp_path / "two", tmp_path / "shared"
+    shutil.copytree(tiny_model_dir, one)
+    shutil.copytree(tiny_model_dir, two)
+    before = Captioner.load(one, compute_dtype="float32").describe(np.full((32, 32, 3), 90, np.uint8)).words
+    target = share_encoder(one, shared)
+    share_encoder(two, shared)  # the same weights: the second copy goes too
+    for folder in (one, two):
+        assert not (folder / ENCODER_WEIGHTS).exists() and (folder / ENCODER_REFERENCE).is_file()
+        assert encoder_path(folder) == target.resolve()
+        assert Captioner.load(folder, compute_dtype="float32").describe(
+            np.full((32, 32, 3), 90, np.uint8)).words == before
+    shard = sorted(shared.glob("encoder_*.weights.h5"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-100] ^= 0xFF  # one byte of the shared weights changed
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ModelFolderError, match=r"encoder\.weights\.json \(named by .*encoder\.json\) has sha256"):
+        Captioner.load(one, compute_dtype="float32")
