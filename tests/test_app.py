@@ -373,7 +373,11 @@ def test_main_loads_the_model_and_examples_named_by_the_environment(tiny_model_d
         built["demo"] = real_create(*args, **kwargs)
         return built["demo"]
 
-    env = {"CAPTIONER_MODEL": str(tiny_model_dir), "CAPTIONER_EXAMPLES": str(tmp_path)}
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "seeds" / "merge")
+    env = {"CAPTIONER_MODEL": str(tiny_model_dir), "CAPTIONER_EXAMPLES": str(tmp_path),
+           "CAPTIONER_SEEDS": str(tmp_path / "seeds")}
     with mock.patch.dict(os.environ, env), mock.patch.object(module, "create_demo", create_demo), \
             mock.patch.object(speech, "check", return_value=speech.SpeechStatus(True, "pyttsx3", "ok")), \
             mock.patch("gradio.Blocks.launch") as launch:
@@ -382,6 +386,7 @@ def test_main_loads_the_model_and_examples_named_by_the_environment(tiny_model_d
     assert state.load_error is None and state.captioner.folder == tiny_model_dir
     assert state.examples == [str(tmp_path / "red_circle.png")] and state.speech_status.engine == "pyttsx3"
     assert launch.call_args.kwargs["max_file_size"] == MAX_FILE_BYTES
+    assert [c.folder for c in state.designs.values()] == [tmp_path / "seeds" / "merge"]  # CAPTIONER_SEEDS
     examples = [c for c in built["demo"].get_config_file()["components"] if c["type"] == "dataset"]
     assert len(examples) == 1 and examples[0]["props"]["sample_labels"] == ["red circle"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -56,7 +57,10 @@ def server(prerequisites, tiny_model_dir, tmp_path_factory):
     examples = work / "examples"
     examples.mkdir()
     shape_photo("red", "circle", "blue").save(examples / "red_circle.jpg")
-    env = {"CAPTIONER_MODEL": str(tiny_model_dir), "CAPTIONER_EXAMPLES": str(examples)}
+    seeds = work / "seeds"  # a "seed design" for Compare: the tiny model again (the shipped seeds are not loaded)
+    shutil.copytree(tiny_model_dir, seeds / "tiny")
+    env = {"CAPTIONER_MODEL": str(tiny_model_dir), "CAPTIONER_EXAMPLES": str(examples),
+           "CAPTIONER_SEEDS": str(seeds)}
     try:
         process, url = start_app(env, work / "app.log", STARTUP_SECONDS, cwd=work)
     except AppDidNotStart as exc:
@@ -344,6 +348,11 @@ def test_the_step_through_moves_by_keyboard_and_by_its_number_box(page, photo):
     page.wait_for_function("n => document.querySelector('#step-view .step-summary').textContent"
                            ".startsWith(`Step ${n} of`)", arg=len(words) + 1, timeout=30_000)
     assert "Chosen word: (end of caption)" in step_text() and page.locator("#step-view img").count() == 0
+    compare = page.get_by_role("button", name="Compare models on this photo")
+    compare.focus()
+    compare.press("Enter")
+    page.wait_for_selector("#compare-view table.teacher-table", timeout=60_000)
+    assert TRUTH in page.inner_text("#compare-view")
     assert axe_violations(page) == []
 
 

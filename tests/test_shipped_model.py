@@ -77,3 +77,22 @@ def test_the_photo_check_was_measured_on_dev_and_test(shipped):
     assert measured["dev_photos"] == measured["test_photos"] == 1000
     assert measured["dev_false_alarms"] <= 0.01 and measured["test_false_alarms"] <= 0.01
     assert measured["threshold"] == pytest.approx(shipped.config.photo_threshold, abs=1e-6)
+
+
+def test_the_shipped_seed_designs_load_on_the_one_stored_encoder_and_caption(shipped):
+    """assets/seeds/<design>: each folder names the shipped model's encoder (stored once, by sha256)
+    and captions the bundled photos with words of its own vocabulary."""
+    from captioner.pipeline import DEFAULT_SEEDS, ENCODER_REFERENCE, ENCODER_WEIGHTS, encoder_path
+
+    folders = sorted(p for p in DEFAULT_SEEDS.iterdir() if p.is_dir())
+    assert folders, "no seed design is shipped"
+    for folder in folders:
+        assert not (folder / ENCODER_WEIGHTS).exists() and (folder / ENCODER_REFERENCE).is_file()
+        assert encoder_path(folder) == (DEFAULT_MODEL / ENCODER_WEIGHTS).resolve()
+        seed = Captioner.load(folder)
+        assert seed.design == folder.name and seed.design != "attention"
+        assert {"1", "3", "5"} <= set(seed.metrics["test"])
+        for photo in sorted(EXAMPLES.glob("*.jpg")):
+            caption = seed.describe(photo).caption
+            assert caption.words and all(w in seed.vocab and w not in SPECIALS for w in caption.words)
+            assert caption.attention.size == 0  # the seed designs do not attend
