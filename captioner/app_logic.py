@@ -66,7 +66,7 @@ def load_captioner(folder: str | Path) -> tuple[Captioner | None, str | None]:
 
 def load_designs(folder: str | Path) -> dict[str, Captioner]:
     """The seed designs to compare with the main model: each model folder under ``folder`` (as
-    assets/seeds/inject), by its design (config.decoder). None if the folder is missing; one that cannot
+    assets/seeds/inject), by its design (config.decoder). Empty if the folder is missing; one that cannot
     be loaded is left out with a warning, so the page still serves the main model."""
     folder = Path(folder)
     designs = {}
