@@ -21,6 +21,7 @@ from typing_extensions import TypedDict  # noqa: E402
 
 from captioner import app_logic, heatmap, speech, views  # noqa: E402
 from captioner.app_logic import AppState, ModelUnavailable  # noqa: E402
+from captioner.batching import MAX_BATCH  # noqa: E402
 from captioner.image import MAX_FILE_BYTES, ImageError  # noqa: E402
 
 # Gradio names the upload area "Drop an image file here to upload"; the visible text must say the same.
@@ -291,7 +292,9 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
                 compare_view = gr.HTML("", js_on_load=None, elem_id="compare-view")
 
         quiet = {"api_visibility": "private", "show_progress": "hidden"}  # the live region says what happens
-        model = {"concurrency_id": "model", "concurrency_limit": 1}
+        # Up to two batches' worth of requests at once: while one batch is in the model, the next one
+        # gathers, and finished ones draw their heatmaps and speech (captioner.batching).
+        model = {"concurrency_id": "model", "concurrency_limit": 2 * MAX_BATCH}
         voice = {"concurrency_id": "speech", "concurrency_limit": 1}
         stale = [live, described, gallery, download, teacher, audio, step, step_view, speak_button]
 

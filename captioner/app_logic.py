@@ -25,6 +25,7 @@ from pathlib import Path
 from PIL import Image
 
 from . import heatmap, speech, teaching, views
+from .batching import Batcher
 from .image import ImageError, load_image
 from .limits import clamp
 from .pipeline import Captioner, Description, ModelFolderError
@@ -200,6 +201,14 @@ class AppState:
     recent: Recent = field(default_factory=Recent)
     scratch: Scratch = field(default_factory=Scratch)
     designs: dict = field(default_factory=dict)  # design name -> Captioner: the seed designs, for Compare
+    batcher: Batcher = field(init=False, repr=False)  # concurrent requests share model calls
+
+    def __post_init__(self):
+        self.batcher = Batcher(self._caption_batch)
+
+    def _caption_batch(self, kind: tuple[int, bool], photos: list) -> list[Description]:
+        beam_size, with_steps = kind
+        return self.captioner.describe_read(photos, beam_size, with_steps)
 
     @property
     def default_beam(self) -> int:
@@ -224,7 +233,8 @@ class AppState:
         key = self.recent.key(source, beam_size)
         if key is not None and (kept := self.recent.get(key)) is not None:
             return kept
-        done = self.captioner.describe(source, beam_size, with_steps=True)
+        photo = self.captioner.read(source)  # here, in the request's thread: a bad photo fails on its own
+        done = self.batcher.submit((beam_size, True), photo)
         # kept per visitor (gr.State) and in Recent: the photo at display size, not as uploaded
         described = dataclasses.replace(done, photo=heatmap.fit(done.photo, DISPLAY_SIDE))
         if key is not None:

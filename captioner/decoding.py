@@ -162,65 +162,88 @@ def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, le
 
 def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int, max_length: int,
                 length_penalty: float = 0.7, with_steps: bool = False, whole_endings: bool = False) -> Caption:
-    """Beam search for one photo: features (L, D). Every live beam advances in one batched step.
+    """Beam search for one photo: features (L, D). See :func:`beam_search_batch`."""
+    return beam_search_batch(decoder, vocab, np.asarray(features)[None], beam_size, max_length, length_penalty,
+                             with_steps, whole_endings)[0]
 
-    A beam leaves the search when it emits <end>, and the width shrinks by one,
-    so ``beam_size`` captions finish (or reach ``max_length`` words). They are
-    ranked by log p / length ** length_penalty; the best is returned, the rest
-    are its ``alternatives``. ``beam_size=1`` gives exactly :func:`greedy`.
+
+def beam_search_batch(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int, max_length: int,
+                      length_penalty: float = 0.7, with_steps: bool = False,
+                      whole_endings: bool = False) -> list[Caption]:
+    """Beam search for each of B photos, features (B, L, D); every live beam of every photo advances in one
+    batched step, so photos that arrive together (the app under load) share the decoder's work.
+
+    For each photo on its own: a beam leaves the search when it emits <end>,
+    and the width shrinks by one, so ``beam_size`` captions finish (or reach
+    ``max_length`` words). They are ranked by log p / length ** length_penalty;
+    the best is returned, the rest are its ``alternatives``. The photos do not
+    meet: each one's captions are what a search for it alone returns.
+    ``beam_size=1`` gives exactly :func:`greedy`.
     """
     if beam_size < 1:
         raise ValueError("beam_size must be at least 1")
     prepare, step = _functions(decoder)
-    h, c, features, projected = prepare(np.asarray(features, np.float32)[None])  # (1, n), (1, n), (1, L, D), (1, L, A)
-    repeated = {}  # live beams -> the photo's features and projection repeated for each (made once per width)
+    h, c, features, projected = prepare(np.asarray(features, np.float32))  # (B, n) x 2, (B, L, D), (B, L, A)
+    count = h.shape[0]
+    gathered = {}  # row -> photo layout -> the photos' features and projections, one row per live beam
     banned = _banned(vocab)
-    # One live beam to start: (tokens, log p, alphas, steps, betas)
-    beams = [([], 0.0, [], [], [])]
-    tokens = np.array([vocab.start_id], np.int32)
-    finished = []
+    # Per photo, its live beams: (tokens, log p, alphas, steps, betas); one live beam each to start.
+    beams = {b: [([], 0.0, [], [], [])] for b in range(count)}
+    finished = {b: [] for b in range(count)}
+    tokens = np.full(count, vocab.start_id, np.int32)
     for t in range(max_length + 1):
-        n = len(beams)
-        if n not in repeated:
-            repeated[n] = (ops.repeat(features, n, axis=0), ops.repeat(projected, n, axis=0))
-        log_probs, h_new, c_new, alpha, beta = step(tokens, h, c, *repeated[n])  # (n, V), (n, units) x 2, (n, L)
+        photos = list(beams)  # those still searching, in row order
+        rows = np.concatenate([[b] * len(beams[b]) for b in photos]).astype(np.int32)  # the photo of each row
+        layout = rows.tobytes()
+        if layout not in gathered:  # the same rows step after step: gathered once
+            gathered = {layout: (ops.take(features, rows, axis=0), ops.take(projected, rows, axis=0))}
+        log_probs, h_new, c_new, alpha, beta = step(tokens, h, c, *gathered[layout])  # (n, V), (n, units) x 2..
         log_probs[:, banned] = -np.inf
-        last = np.array([([vocab.start_id] * 2 + b[0])[-1] for b in beams])
-        before = np.array([([vocab.start_id] * 2 + b[0])[-2] for b in beams])
-        _forbid_end(log_probs, vocab, t, whole_endings, last, before)
-        if t == max_length:  # out of room: the live beams finish as they are
-            finished += [(*b, False) for b in beams]
+        history = [[vocab.start_id] * 2 + beam[0] for b in photos for beam in beams[b]]
+        _forbid_end(log_probs, vocab, t, whole_endings, np.array([x[-1] for x in history]),
+                    np.array([x[-2] for x in history]))
+        next_rows, next_beams, first = [], {}, 0
+        for b in photos:
+            live, n = beams[b], len(beams[b])
+            own = log_probs[first:first + n]  # (n, V): this photo's rows
+            if t == max_length:  # out of room: the live beams finish as they are
+                finished[b] += [(*beam, False) for beam in live]
+                first += n
+                continue
+            width = beam_size - len(finished[b])
+            total = np.array([beam[1] for beam in live])[:, None] + own  # (n, V)
+            order = np.argsort(-total.ravel(), kind="stable")[:width]
+            keep = []
+            for flat in order:
+                parent, word = divmod(int(flat), total.shape[1])
+                ptoks, _, palphas, psteps, pbetas = live[parent]
+                new_steps = psteps + [_top(own[parent], vocab)] if with_steps else psteps
+                if word == vocab.end_id:
+                    finished[b].append((ptoks, float(total[parent, word]), palphas, new_steps, pbetas, True))
+                else:
+                    keep.append(((ptoks + [word], float(total[parent, word]), palphas + [alpha[first + parent]],
+                                  new_steps, pbetas + [beta[first + parent]]), first + parent))
+            if keep and len(finished[b]) < beam_size:
+                next_beams[b] = [k[0] for k in keep]
+                next_rows += [k[1] for k in keep]
+            first += n
+        if not next_beams:
             break
-        width = beam_size - len(finished)
-        total = np.array([b[1] for b in beams])[:, None] + log_probs  # (n, V)
-        order = np.argsort(-total.ravel(), kind="stable")[:width]
-        keep = []
-        for flat in order:
-            parent, word = divmod(int(flat), total.shape[1])
-            ptoks, _, palphas, psteps, pbetas = beams[parent]
-            new_steps = psteps + [_top(log_probs[parent], vocab)] if with_steps else psteps
-            if word == vocab.end_id:
-                finished.append((ptoks, float(total[parent, word]), palphas, new_steps, pbetas, True))
-            else:
-                keep.append((ptoks + [word], float(total[parent, word]), palphas + [alpha[parent]], new_steps,
-                             pbetas + [beta[parent]], parent))
-        if not keep:
-            break
-        beams = [k[:5] for k in keep]
-        parents = [k[5] for k in keep]
-        h, c = h_new[parents], c_new[parents]
-        tokens = np.array([k[0][-1] for k in keep], np.int32)
-        if len(finished) >= beam_size:
-            break
-    captions = [
-        Caption([vocab.words[i] for i in toks], _grid(alphas), lp, _score(lp, len(toks) + int(ended), length_penalty),
-                steps, [], ended, _gates(betas))
-        for toks, lp, alphas, steps, betas, ended in finished
-    ]
-    captions.sort(key=lambda cap: -cap.score)
-    best = captions[0]
-    best.alternatives = captions[1:]
-    return best
+        beams = next_beams
+        h, c = h_new[next_rows], c_new[next_rows]
+        tokens = np.array([beam[0][-1] for b in beams for beam in beams[b]], np.int32)
+    results = []
+    for b in range(count):
+        captions = [
+            Caption([vocab.words[i] for i in toks], _grid(alphas), lp,
+                    _score(lp, len(toks) + int(ended), length_penalty), steps, [], ended, _gates(betas))
+            for toks, lp, alphas, steps, betas, ended in finished[b]
+        ]
+        captions.sort(key=lambda cap: -cap.score)
+        best = captions[0]
+        best.alternatives = captions[1:]
+        results.append(best)
+    return results
 
 
 def sample(decoder, vocab: Vocabulary, features: np.ndarray, samples: int, max_length: int, rng: np.random.Generator,

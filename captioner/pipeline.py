@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from .config import ModelConfig
-from .decoding import Caption, beam_search, greedy
+from .decoding import Caption, beam_search, beam_search_batch, greedy
 from .hedging import hedge
 from .image import load_image, preprocess
 from .photo_check import FILE as PHOTO_CHECK
@@ -237,6 +237,15 @@ def load_photo_check(folder: Path, config: ModelConfig) -> PhotoCheck | None:
     return check
 
 
+@dataclass(frozen=True)
+class ReadPhoto:
+    """A photo read by :meth:`Captioner.read`, ready for the encoder."""
+
+    image: Image.Image  # upright RGB, as :func:`~captioner.image.load_image` gives it
+    pixels: np.ndarray  # (S, S, 3) float32, preprocessed for the encoder
+    seconds: float  # how long reading and preprocessing took
+
+
 @dataclass
 class Description:
     """What :meth:`Captioner.describe` returns for one photo."""
@@ -272,8 +281,10 @@ class Description:
 class Captioner:
     """A loaded model folder: photo in, :class:`Description` out. Load once, use from any thread.
 
-    Requests are served one at a time (a lock covers reading, encoding and
+    The model serves one request at a time (a lock covers encoding and
     decoding): on a 2-core machine two at once only slow each other down.
+    Photos that arrive together are better captioned together
+    (:meth:`describe_read`), as the app does under load.
     """
 
     def __init__(self, config: ModelConfig, vocab: Vocabulary, encoder, model, folder: Path | None = None,
@@ -331,19 +342,37 @@ class Captioner:
         likeliest next words at every step (for the teacher view). Raises
         :class:`~captioner.image.ImageError` for a photo that cannot be read.
         """
+        return self.describe_read([self.read(photo)], beam_size, with_steps)[0]
+
+    def read(self, photo) -> "ReadPhoto":
+        """Read and preprocess one photo (no model involved, so any thread may do it at any time).
+        Raises :class:`~captioner.image.ImageError` for a photo that cannot be read."""
+        start = time.perf_counter()
+        image = load_image(photo, target_size=self.config.image_size)
+        pixels = preprocess(image, self.config)  # (S, S, 3)
+        return ReadPhoto(image, pixels, time.perf_counter() - start)
+
+    def describe_read(self, photos: list["ReadPhoto"], beam_size: int | None = None,
+                      with_steps: bool = False) -> list[Description]:
+        """Caption photos read by :meth:`read`, all in one encoder call and one beam search (see
+        :func:`~captioner.decoding.beam_search_batch`): each photo gets the caption it gets alone, in
+        its own place. Each Description's ``seconds`` are what that photo waited for: its own reading,
+        and the encoder and decoder time of the batch it was in."""
         beam_size = beam_size or self.config.beam_size
+        if not photos:
+            return []
         with self._lock:
             start = time.perf_counter()
-            image = load_image(photo, target_size=self.config.image_size)
-            pixels = preprocess(image, self.config)  # (S, S, 3)
-            read = time.perf_counter()
-            features = self.features(pixels[None])[0]  # (L, D)
+            features = self.features(np.stack([p.pixels for p in photos]))  # (B, L, D)
             encoded = time.perf_counter()
-            verdict = self.judge(features[None])[0]
-            caption = self.caption_features(features, beam_size, with_steps)
+            verdicts = self.judge(features)
+            captions = beam_search_batch(self.decoder, self.vocab, features, beam_size, self.config.max_length,
+                                         self.config.length_penalty, with_steps=with_steps,
+                                         whole_endings=self.config.whole_endings)
             done = time.perf_counter()
-        return Description(image, caption, verdict.message or hedge(caption, self.config), beam_size,
-                           {"read": read - start, "encoder": encoded - read, "decoder": done - encoded}, verdict)
+        return [Description(p.image, caption, verdict.message or hedge(caption, self.config), beam_size,
+                            {"read": p.seconds, "encoder": encoded - start, "decoder": done - encoded}, verdict)
+                for p, caption, verdict in zip(photos, captions, verdicts, strict=True)]
 
     def judge(self, features: np.ndarray) -> list[Verdict]:
         """Photos' features (B, L, D) -> is each a photo of a scene? (Always yes without a photo check.)"""

@@ -215,7 +215,7 @@ def test_an_unexpected_failure_is_reported_without_a_traceback(state, monkeypatc
     def broken(*args, **kwargs):
         raise RuntimeError("TensorFlow fell over")
 
-    monkeypatch.setattr(state.captioner, "caption_features", broken)
+    monkeypatch.setattr(state.captioner, "describe_read", broken)
     live, described, _ = state.caption_view(red_circle(), 3)
     assert status_text(live) == "Sorry, something went wrong while describing this photo. Please try again."
     assert described is None and "TensorFlow fell over" in caplog.text
@@ -290,8 +290,8 @@ def test_recent_photos_are_recognised_by_content_not_by_path(tiny_captioner, tmp
                           [("a.png", red_circle()), ("b.png", red_circle()),
                            ("c.png", shape_photo("white", "square", "green"))])
     described = state.describe(str(first), 3)
-    calls = []
-    monkeypatch.setattr(tiny_captioner, "caption_features", lambda *a, **k: calls.append(a) or described.caption)
+    calls, model = [], tiny_captioner.describe_read
+    monkeypatch.setattr(tiny_captioner, "describe_read", lambda *a, **k: calls.append(a) or model(*a, **k))
     assert state.describe(str(copy), 3) is described  # same bytes: kept
     assert not calls
     state.describe(str(copy), 1)  # another beam width: decoded

@@ -139,3 +139,29 @@ def test_ending_rule_on_ids():
     last = np.array([ids["a"], ids["red"], ids["red"], ids["dog"], ids["on"]])
     before = np.array([vocab.start_id, ids["a"], ids["dog"], ids["red"], ids["dog"]])
     assert rule.may_not_end(last, before).tolist() == [True, True, False, False, True]
+
+
+@pytest.mark.parametrize("whole_endings", [False, True])
+def test_photos_searched_together_get_what_each_gets_alone(whole_endings):
+    """The app batches the photos that arrive together: no photo's captions may change, or move to another."""
+    from captioner.decoding import beam_search_batch
+
+    config, decoder = _random_decoder(seed=5)
+    vocab = Vocabulary(list(SPECIALS) + ["a", "on", "dog", "man", "red", "runs", "and", "grass"])
+    bias = decoder.logits.bias.numpy()
+    bias[2] = 1.0  # <end> about as likely as a word: the photos' searches end after different numbers of steps
+    decoder.logits.bias.assign(bias)
+    features = np.random.default_rng(4).normal(size=(6, _regions(config), 512)).astype(np.float32) * 3
+    together = beam_search_batch(decoder, vocab, features, 3, 8, 0.7, with_steps=True, whole_endings=whole_endings)
+    alone = [beam_search(decoder, vocab, f, 3, 8, 0.7, with_steps=True, whole_endings=whole_endings)
+             for f in features]
+    assert len(together) == len(features)
+    assert len({tuple(c.words) for c in alone}) > 1  # different photos, different captions: a mix-up would show
+    assert len({len(c.words) for c in alone}) > 1  # ... and searches of different lengths
+    for t, a in zip(together, alone):
+        for x, y in zip([t, *t.alternatives], [a, *a.alternatives], strict=True):
+            assert x.words == y.words and x.ended == y.ended
+            assert x.log_prob == pytest.approx(y.log_prob, abs=1e-4)
+            np.testing.assert_allclose(x.attention, y.attention, atol=1e-5)
+            np.testing.assert_allclose(x.gates, y.gates, atol=1e-5)
+            assert [[w for w, _ in s] for s in x.steps] == [[w for w, _ in s] for s in y.steps]
