@@ -185,7 +185,7 @@ def beam_search_batch(decoder, vocab: Vocabulary, features: np.ndarray, beam_siz
     prepare, step = _functions(decoder)
     h, c, features, projected = prepare(np.asarray(features, np.float32))  # (B, n) x 2, (B, L, D), (B, L, A)
     count = h.shape[0]
-    gathered = {}  # row -> photo layout -> the photos' features and projections, one row per live beam
+    gathered = {}  # the rows' photo layout -> features and projections, one row per live beam
     banned = _banned(vocab)
     # Per photo, its live beams: (tokens, log p, alphas, steps, betas); one live beam each to start.
     beams = {b: [([], 0.0, [], [], [])] for b in range(count)}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -28,14 +29,21 @@ def held_batcher(max_batch=8, fail_on=None, drop_one=False):
     return Batcher(run, max_batch), release, started, calls
 
 
+def wait_for_queue(batcher, count: int, seconds: float = 60) -> None:
+    """Wait until ``count`` requests wait in the batcher; fail (never hang) if they do not arrive."""
+    deadline = time.monotonic() + seconds
+    while sum(len(v) for v in batcher._pending.values()) < count:
+        assert time.monotonic() < deadline, "the requests never reached the batcher"
+        time.sleep(0.01)
+
+
 def submit_all(batcher, release, started, jobs):
     """Submit the first job, wait until the model is busy with it, submit the rest, then release the model."""
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         first = pool.submit(lambda: batcher.submit(*jobs[0]))
         assert started.wait(30)
         rest = [pool.submit(lambda job=job: batcher.submit(*job)) for job in jobs[1:]]
-        while sum(len(v) for v in batcher._pending.values()) < len(jobs) - 1:
-            threading.Event().wait(0.01)
+        wait_for_queue(batcher, len(jobs) - 1)
         release.set()
         futures = [first, *rest]
         return [f.exception() or f.result() for f in futures]
@@ -99,8 +107,7 @@ def test_concurrent_visitors_get_their_own_photos_captions(tiny_captioner, synth
         first = pool.submit(state.describe, sources[0], 1)
         assert started.wait(60)
         rest = [pool.submit(state.describe, s, 1) for s in sources[1:]]
-        while sum(len(v) for v in state.batcher._pending.values()) < len(names) - 1:
-            threading.Event().wait(0.01)
+        wait_for_queue(state.batcher, len(names) - 1)
         release.set()
         outcomes = [f.exception() or f.result() for f in [first, *rest]]
     assert isinstance(outcomes[-1], ImageError)
