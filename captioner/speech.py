@@ -212,7 +212,10 @@ def _child() -> int:
         print(f"pyttsx3 could not start: {failure}", file=sys.stderr)
         return 1
     request = json.loads(raw)
+    # The rate gets a loop of its own: queued with the text, espeak-ng sometimes took it up part of
+    # the way through the sentence (a WAV asked for at 300 words a minute lasted as if at about 200).
     engine.setProperty("rate", clamp(request["rate"], MIN_RATE, MAX_RATE, DEFAULT_RATE, int))
+    engine.runAndWait()
     engine.save_to_file(request["text"], request["out"])
     engine.runAndWait()
     return 0
