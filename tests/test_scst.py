@@ -94,3 +94,50 @@ def test_self_critical_training_needs_two_samples():
 
     with pytest.raises(ValueError, match="at least 2 samples"):
         SelfCriticalBatches(None, None, np.zeros((4, 1, 1)), None, 2, 1, 8)
+
+
+def test_policy_gradient_loss_is_minus_the_advantage_weighted_log_probability_of_the_samples():
+    """The loss reads the very log-probabilities the sampler drew from, and a step along its gradient
+    makes a caption with a positive advantage likelier and one with a negative advantage less likely."""
+    import keras
+
+    from captioner.config import ModelConfig
+    from captioner.encoder import feature_shape
+    from captioner.model import SelfCriticalModel, build_decoder
+    from captioner.vocab import Vocabulary
+
+    config = ModelConfig(image_size=64, embed_dim=16, lstm_units=24, attention_dim=12, dropout=0.5)
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{i}" for i in range(16)])
+    keras.utils.set_random_seed(0)
+    model = SelfCriticalModel(build_decoder(config, len(vocab)))
+    model.build()
+    grid, _, width = feature_shape(config)
+    features = np.random.default_rng(1).random((2, grid * grid, width)).astype(np.float32)
+    tokens = sample(model.decoder, vocab, features, 3, 6, np.random.default_rng(2))  # (6, 8)
+    repeated = np.repeat(features, 3, axis=0)
+    # the log-probability of each sampled word, step by step as the sampler computed it
+    h, c, projected = model.decoder.prepare(repeated)
+    step_log_p = np.zeros(tokens[:, 1:].shape, np.float32)
+    for t in range(tokens.shape[1] - 1):
+        logits, h, c, _, _ = model.decoder.step(tokens[:, t], h, c, repeated, projected)
+        log_p = np.asarray(keras.ops.log_softmax(logits, axis=-1))
+        step_log_p[:, t] = log_p[np.arange(len(tokens)), tokens[:, t + 1]]
+    mask = tokens[:, 1:] != vocab.pad_id
+    advantage = np.array([1.0, -1.0, 0.0, 0.5, -0.5, 0.0], np.float32)
+    batch = {"features": repeated.astype(np.float16), "captions": tokens, "advantage": advantage,
+             "reward": np.ones(6, np.float32)}
+    loss = float(model.compute_loss(batch, y_pred=model(batch)))  # dropout off, whatever config.dropout
+    expected = -(advantage[:, None] * step_log_p * mask).sum() / mask.sum()
+    assert loss == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+    def caption_log_p():
+        logits, _ = model(batch)
+        log_p = np.asarray(keras.ops.log_softmax(logits, axis=-1))
+        rows = np.take_along_axis(log_p, tokens[:, 1:, None], axis=-1)[..., 0]
+        return (rows * mask).sum(axis=1)
+
+    before = caption_log_p()
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.train_on_batch(batch)
+    after = caption_log_p()
+    assert after[0] > before[0] and after[1] < before[1], (before, after)
