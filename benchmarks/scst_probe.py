@@ -1,53 +1,87 @@
-"""A short self-critical probe: N steps from a model folder, greedy CIDEr-D on 300 dev photos every K steps.
+"""A short self-critical probe: N steps from a model folder, greedy dev CIDEr-D every K steps.
 
-    python benchmarks/scst_probe.py LR XE_WEIGHT PHOTOS STEPS EVERY      # from assets/model
-    python benchmarks/scst_probe.py 5e-5 0.5 16 120 30     # what the README reports
+    python benchmarks/scst_probe.py --lr 5e-5 --photos 16 --steps 120 --every 30
+    python benchmarks/scst_probe.py --lr 5e-5 --xe 0.5 --photos 16 --steps 60 --every 30
 
-Uses train.py's feature cache (cache/, float32 or bfloat16 as measured) and weights/ (build-encoder).
-Prints the step, seconds, mean sampled reward, the last batch's logs and (dev CIDEr-D, mean length,
-three dev captions). Nothing is saved.
+Uses train.py's feature cache (cache/, made by train.py or any earlier run) and weights/
+(build-encoder). Prints, every K steps: the step, seconds spent sampling, scoring and in the
+training step, the mean sampled reward, the mean sampled length, and greedy dev scores (CIDEr-D,
+BLEU-4, mean length, broken endings, two captions). Nothing is saved.
 """
-import sys
+import argparse
 import time
 from pathlib import Path
+
 import keras
 import numpy as np
+
+from captioner.cider import CiderD, corpus_cider
 from captioner.config import TrainConfig
+from captioner.decoding import greedy
+from captioner.evaluate import bleu_scores
 from captioner.flickr8k import load_data
-from captioner.training.run import prepare_features
-from captioner.training.scst import start_from_folder, SelfCriticalBatches
+from captioner.grammar import broken_ending
+from captioner.model import SelfCriticalModel, build_decoder
 from captioner.training.batches import encode_captions
 from captioner.training.checkpoints import load_decoder_weights
-from captioner.model import SelfCriticalModel, build_decoder
-from captioner.cider import CiderD, corpus_cider
-from captioner.decoding import greedy
+from captioner.training.run import prepare_features
+from captioner.training.scst import SelfCriticalBatches, start_from_folder
 
-lr, xe, photos, steps, every = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-config, vocab, start, _ = start_from_folder(Path("assets/model"))
+p = argparse.ArgumentParser()
+p.add_argument("--model", type=Path, default=Path("assets/model"))
+p.add_argument("--data-dir", type=Path, default=Path("../shared/flickr8k"))
+p.add_argument("--lr", type=float, default=5e-5)
+p.add_argument("--xe", type=float, default=0.0, help="weight of the references' cross-entropy")
+p.add_argument("--photos", type=int, default=16, help="photos per step")
+p.add_argument("--samples", type=int, default=5)
+p.add_argument("--steps", type=int, default=120)
+p.add_argument("--every", type=int, default=30)
+p.add_argument("--dev-photos", type=int, default=300)
+args = p.parse_args()
+
+config, vocab, start, _ = start_from_folder(args.model)
 tcfg = TrainConfig()
-data = load_data(Path("../shared/flickr8k"), seed=tcfg.seed)
-splits, cache, cache_dir, weights, dtype = prepare_features(data, config, tcfg, Path("weights/vgg16_block5_conv3.weights.h5"), Path("cache"), None, progress=False)
+data = load_data(args.data_dir, seed=tcfg.seed)
+splits, cache, _, _, _ = prepare_features(data, config, tcfg, Path("weights/vgg16_block5_conv3.weights.h5"),
+                                          Path("cache"), "bfloat16", progress=False)  # the shipped model's features
 refs = [data.captions[f] for f in splits["train"]]
 scorer = CiderD(refs)
 keras.utils.set_random_seed(0)
-model = SelfCriticalModel(build_decoder(config, len(vocab)), xe_weight=xe)
+model = SelfCriticalModel(build_decoder(config, len(vocab)), xe_weight=args.xe)
 model.build()
-model.compile(optimizer=keras.optimizers.Adam(lr, global_clipnorm=5.0))
+model.compile(optimizer=keras.optimizers.Adam(args.lr, global_clipnorm=tcfg.clip_norm))
 load_decoder_weights(model, start, file=True)
 enc = None
-if xe:
-    enc = [[c for c in encode_captions(r, vocab) if len(c) - 2 <= config.max_length] or encode_captions(r, vocab)[:1] for r in refs]
-b = SelfCriticalBatches(model.decoder, vocab, cache.rows(splits["train"]), scorer, photos, 5, 16, seed=0, whole_endings=True, references=enc)
-dev_f = np.asarray(cache.rows(splits["dev"][:300]), np.float32)
-dev_r = [data.captions[f] for f in splits["dev"][:300]]
+if args.xe:
+    enc = [[c for c in encode_captions(r, vocab) if len(c) - 2 <= config.max_length] or encode_captions(r, vocab)[:1]
+           for r in refs]
+batches = SelfCriticalBatches(model.decoder, vocab, cache.rows(splits["train"]), scorer, args.photos, args.samples,
+                              min(tcfg.scst_max_words, config.max_length), seed=0, whole_endings=True,
+                              references=enc)
+dev_f = np.asarray(cache.rows(splits["dev"][: args.dev_photos]), np.float32)
+dev_r = [data.captions[f] for f in splits["dev"][: args.dev_photos]]
+
+
 def dev():
     hyp = [c.words for c in greedy(model.decoder, vocab, dev_f, config.max_length, whole_endings=True)]
-    return corpus_cider(dev_r, hyp), np.mean([len(h) for h in hyp]), " | ".join(" ".join(h) for h in hyp[:3])
+    return (f"dev CIDEr-D {corpus_cider(dev_r, hyp):.4f} BLEU-4 {bleu_scores(dev_r, hyp)['bleu4']:.4f} "
+            f"length {np.mean([len(h) for h in hyp]):.2f} broken {np.mean([broken_ending(h) for h in hyp]):.3f} | "
+            + " | ".join(" ".join(h) for h in hyp[:2]))
+
+
 print("start", dev(), flush=True)
-t0 = time.time(); rewards = []
-for i in range(steps):
-    batch = b[i]
+sampling = training = 0.0
+rewards, lengths = [], []
+for i in range(args.steps):
+    t0 = time.perf_counter()
+    batch = batches[i % len(batches)]  # samples and scores them
+    t1 = time.perf_counter()
     logs = model.train_on_batch(batch, return_dict=True)
+    t2 = time.perf_counter()
+    sampling, training = sampling + t1 - t0, training + t2 - t1
     rewards.append(float(batch["reward"].mean()))
-    if (i + 1) % every == 0:
-        print(i + 1, f"{time.time()-t0:.0f}s", "reward", round(np.mean(rewards[-every:]), 3), logs, dev(), flush=True)
+    lengths.append(float((batch["captions"][:, 1:] > vocab.end_id).sum(axis=1).mean()))
+    if (i + 1) % args.every == 0:
+        print(f"step {i + 1}: sampling+scoring {sampling:.0f} s, training {training:.0f} s, "
+              f"reward {np.mean(rewards[-args.every:]):.3f}, sampled length {np.mean(lengths[-args.every:]):.2f}, "
+              f"loss {logs['loss']:.4f}; {dev()}", flush=True)

@@ -94,6 +94,24 @@ def _forbid_end(log_probs: np.ndarray, vocab: Vocabulary, t: int, whole_endings:
         log_probs[_rules[vocab].may_not_end(last, before), vocab.end_id] = -np.inf
 
 
+def blocked_ends(vocab: Vocabulary, tokens: np.ndarray, whole_endings: bool) -> np.ndarray:
+    """Where :func:`_forbid_end` ruled ``<end>`` out while ``tokens`` were drawn, for whole captions at once.
+
+    tokens (N, T + 1) ``<start> w_1 ..`` -> (N, T) bool: True where the step
+    that chose ``tokens[:, t + 1]`` could not choose ``<end>``. Self-critical
+    training needs it to score each word under the policy the sampler really
+    drew from (see :class:`captioner.model.SelfCriticalModel`).
+    """
+    tokens = np.asarray(tokens)
+    blocked = np.zeros((tokens.shape[0], tokens.shape[1] - 1), bool)
+    blocked[:, 0] = True  # no empty caption
+    if whole_endings and blocked.shape[1] > 1:
+        if vocab not in _rules:
+            _rules[vocab] = EndingRule(vocab.words)
+        blocked[:, 1:] = _rules[vocab].may_not_end(tokens[:, 1:-1], tokens[:, :-2])
+    return blocked
+
+
 def _top(log_probs: np.ndarray, vocab: Vocabulary) -> list[tuple[str, float]]:
     best = np.argsort(-log_probs, kind="stable")[:TOP_K_SHOWN]
     return [(vocab.words[i], float(np.exp(log_probs[i]))) for i in best]

@@ -31,6 +31,10 @@ from keras import layers, ops
 
 from .config import ModelConfig
 from .encoder import feature_shape
+from .vocab import Vocabulary
+
+PAD_ID, START_ID, END_ID, UNK_ID = Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.end_id, Vocabulary.unk_id
+BLOCKED = -1e4  # added to the logit of a word the sampler may not draw: exp(-1e4) is 0 in float32
 
 PACKAGE = "captioner"  # never rename: saved files refer to layers by this name
 
@@ -372,11 +376,13 @@ class SelfCriticalModel(CaptionModel):
     """The same decoder trained by self-critical sequence training (SCST; Rennie et al., 2017).
 
     ``fit`` gets batches of captions the decoder itself sampled,
-    ``{"features": (N, L, D), "captions": (N, T + 1), "advantage": (N,), "reward": (N,)}``,
-    where ``advantage`` is each caption's CIDEr-D reward minus the mean reward
+    ``{"features": (N, L, D), "captions": (N, T + 1), "end_blocked": (N, T), "advantage": (N,),
+    "reward": (N,)}``, where ``advantage`` is each caption's CIDEr-D reward minus the mean reward
     of the other captions sampled for the same photo. The loss is the policy
-    gradient -sum_t A log p(w_t | w_<t, a), over the real tokens (the ``<end>``
-    included), divided by their count, plus ``xe_weight`` times the
+    gradient -sum_t A log pi(w_t | w_<t, a), over the real tokens (the ``<end>``
+    included), divided by their count, where pi is the distribution the
+    sampler drew from (:meth:`sampling_policy`: p without the special tokens,
+    and without ``<end>`` where ``end_blocked``), plus ``xe_weight`` times the
     cross-entropy of one human reference per photo (batches then also hold
     ``"references"`` (B, T + 1) and ``"reference_features"`` (B, L, D)); dropout is off (the sampler ran without
     it), and so is the attention penalty of eq. 14: after cross-entropy it is
@@ -403,8 +409,8 @@ class SelfCriticalModel(CaptionModel):
         logits, alphas = y_pred
         targets = x["captions"][:, 1:]  # (N, T)
         mask = ops.cast(ops.not_equal(targets, 0), "float32")
-        log_p = -keras.losses.sparse_categorical_crossentropy(targets, ops.cast(logits, "float32"),
-                                                              from_logits=True)  # (N, T): log p(w_t)
+        logits = self.sampling_policy(ops.cast(logits, "float32"), x["end_blocked"])
+        log_p = -keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)  # (N, T)
         advantage = ops.expand_dims(ops.cast(x["advantage"], "float32"), 1)  # (N, 1)
         loss = -ops.sum(advantage * log_p * mask) / ops.maximum(ops.sum(mask), 1.0)
         self.reward_tracker.update_state(x["reward"])
@@ -414,6 +420,16 @@ class SelfCriticalModel(CaptionModel):
             self.xent_tracker.update_state(xent)
             loss = loss + self.xe_weight * xent
         return loss
+
+    @staticmethod
+    def sampling_policy(logits, end_blocked):
+        """The logits (N, T, V) of the distribution the sampler drew from: ``<pad>``, ``<start>`` and
+        ``<unk>`` never, ``<end>`` not where ``end_blocked`` (N, T) is 1 (see :func:`~captioner.decoding.sample`)."""
+        vocab = ops.shape(logits)[-1]
+        never = ops.one_hot(ops.convert_to_tensor([PAD_ID, START_ID, UNK_ID]), vocab)  # (3, V)
+        end = ops.one_hot(ops.convert_to_tensor(END_ID), vocab)  # (V,)
+        blocked = ops.cast(end_blocked, "float32")[..., None] * end  # (N, T, V)
+        return logits + BLOCKED * (ops.sum(never, axis=0) + blocked)
 
     def get_config(self):
         return {**super().get_config(), "xe_weight": self.xe_weight}

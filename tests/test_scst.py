@@ -8,7 +8,7 @@ import pytest
 
 from captioner.cider import CiderD, corpus_cider
 from captioner.config import TrainConfig
-from captioner.decoding import sample
+from captioner.decoding import _banned, _forbid_end, blocked_ends, sample
 from captioner.grammar import broken_ending
 
 
@@ -97,8 +97,9 @@ def test_self_critical_training_needs_two_samples():
 
 
 def test_policy_gradient_loss_is_minus_the_advantage_weighted_log_probability_of_the_samples():
-    """The loss reads the very log-probabilities the sampler drew from, and a step along its gradient
-    makes a caption with a positive advantage likelier and one with a negative advantage less likely."""
+    """The loss reads the very log-probabilities the sampler drew from (no special tokens, no ``<end>``
+    where the ending rule forbade it, renormalised), and a step along its gradient makes a caption with
+    a positive advantage likelier and one with a negative advantage less likely."""
     import keras
 
     from captioner.config import ModelConfig
@@ -107,32 +108,41 @@ def test_policy_gradient_loss_is_minus_the_advantage_weighted_log_probability_of
     from captioner.vocab import Vocabulary
 
     config = ModelConfig(image_size=64, embed_dim=16, lstm_units=24, attention_dim=12, dropout=0.5)
-    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{i}" for i in range(16)])
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "on", "blue", "dog", "grass", "runs"]
+                       + [f"w{i}" for i in range(10)])
     keras.utils.set_random_seed(0)
     model = SelfCriticalModel(build_decoder(config, len(vocab)))
     model.build()
     grid, _, width = feature_shape(config)
     features = np.random.default_rng(1).random((2, grid * grid, width)).astype(np.float32)
-    tokens = sample(model.decoder, vocab, features, 3, 6, np.random.default_rng(2))  # (6, 8)
+    tokens = sample(model.decoder, vocab, features, 3, 6, np.random.default_rng(2), whole_endings=True)  # (6, 8)
     repeated = np.repeat(features, 3, axis=0)
-    # the log-probability of each sampled word, step by step as the sampler computed it
+    # the log-probability of each sampled word, step by step under the sampler's own rules
     h, c, projected = model.decoder.prepare(repeated)
     step_log_p = np.zeros(tokens[:, 1:].shape, np.float32)
+    forbidden = np.zeros(tokens[:, 1:].shape, bool)
     for t in range(tokens.shape[1] - 1):
         logits, h, c, _, _ = model.decoder.step(tokens[:, t], h, c, repeated, projected)
-        log_p = np.asarray(keras.ops.log_softmax(logits, axis=-1))
+        log_p = np.array(keras.ops.log_softmax(logits, axis=-1))
+        log_p[:, _banned(vocab)] = -np.inf
+        _forbid_end(log_p, vocab, t, True, tokens[:, t], tokens[:, t - 1] if t else tokens[:, 0])
+        forbidden[:, t] = np.isinf(log_p[:, vocab.end_id])
+        log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))  # renormalised over what could be drawn
         step_log_p[:, t] = log_p[np.arange(len(tokens)), tokens[:, t + 1]]
     mask = tokens[:, 1:] != vocab.pad_id
+    blocked = blocked_ends(vocab, tokens, whole_endings=True)
+    np.testing.assert_array_equal(blocked[mask], forbidden[mask])  # the rule, for whole captions at once
+    assert blocked[mask].sum() > len(tokens)  # more than the first step of each caption
     advantage = np.array([1.0, -1.0, 0.0, 0.5, -0.5, 0.0], np.float32)
     batch = {"features": repeated.astype(np.float16), "captions": tokens, "advantage": advantage,
-             "reward": np.ones(6, np.float32)}
+             "end_blocked": blocked.astype(np.float32), "reward": np.ones(6, np.float32)}
     loss = float(model.compute_loss(batch, y_pred=model(batch)))  # dropout off, whatever config.dropout
-    expected = -(advantage[:, None] * step_log_p * mask).sum() / mask.sum()
+    expected = -(advantage[:, None] * np.where(mask, step_log_p, 0.0)).sum() / mask.sum()
     assert loss == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
     def caption_log_p():
         logits, _ = model(batch)
-        log_p = np.asarray(keras.ops.log_softmax(logits, axis=-1))
+        log_p = np.asarray(keras.ops.log_softmax(model.sampling_policy(logits, blocked), axis=-1))
         rows = np.take_along_axis(log_p, tokens[:, 1:, None], axis=-1)[..., 0]
         return (rows * mask).sum(axis=1)
 
