@@ -87,11 +87,13 @@ def main(argv=None):
         if not tcfg.scst_epochs:
             sys.exit("--init-from starts self-critical training: give --scst-epochs too")
         config, vocab, start, earlier = start_from_folder(args.init_from)
+        dtype = args.dtype or earlier.get("features_dtype")  # the features the folder's decoder learnt from
         earlier = [earlier]
     else:
         model, run = train(args.data_dir, args.run_dir, config, tcfg, args.encoder_weights, args.cache_dir,
                            resume=args.resume, dtype=args.dtype, progress=not args.quiet)
         vocab, start, earlier = run.vocab, run.best_checkpoint / WEIGHTS, [run.summary()]
+        dtype = run.compute_dtype  # SCST reads the features cross-entropy read
         if run.averaged and run.averaged.used:  # SCST starts from what cross-entropy would have shipped
             from captioner.model import save_model_weights
 
@@ -100,7 +102,7 @@ def main(argv=None):
     if tcfg.scst_epochs:
         model, run = train_scst(args.data_dir, args.run_dir / "scst", config, vocab, start, tcfg,
                                 args.encoder_weights, args.cache_dir, earlier=earlier, resume=args.resume,
-                                dtype=args.dtype, progress=not args.quiet)
+                                dtype=dtype, progress=not args.quiet)
     out = args.out or args.run_dir / "model"
     metrics = export_run(model, run, out, beam_sizes=[int(b) for b in args.beam_sizes.split(",")], coco=args.coco,
                          command="python train.py " + shlex.join(argv if argv is not None else sys.argv[1:]))

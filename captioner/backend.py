@@ -8,7 +8,8 @@ save/load tests under JAX. What differs between backends lives here:
 - how a function that calls Keras layers is compiled (:func:`compile_function`:
   ``tf.function`` under TensorFlow, ``jax.jit`` under JAX);
 - what only TensorFlow has: the ``tf.data`` pipeline that feeds ``fit``
-  (:func:`tf_dataset`) and the TFLite int8 encoder (:func:`int8_encode_function`).
+  (:func:`tf_dataset`) and the TFLite int8 encoder (:func:`int8_encode_function`,
+  :func:`int8_flatbuffer`, :func:`tflite_function`).
 """
 from __future__ import annotations
 
@@ -82,13 +83,19 @@ def tf_dataset(one_epoch, signature: dict, length: int | None = None, prefetch: 
 def int8_encode_function(encoder, calibration: np.ndarray, threads: int | None = None):
     """The encoder quantised to int8, as a function from photos (B, S, S, 3) to features (B, G, G, D).
 
-    TFLite's full-integer post-training quantisation: weights and activations
-    int8, with the activation ranges taken from ``calibration`` (preprocessed
-    photos, N x S x S x 3; the same photos give the same model), run by
-    TFLite's XNNPACK: about twice the bfloat16 speed on the 2-core machine of
-    the README (``benchmarks/extraction.py``), with BLEU kept
-    (``benchmarks/int8_encoder.py --bleu``). Extraction only; the app
-    captions single photos with the float encoder.
+    :func:`int8_flatbuffer` run by :func:`tflite_function`: about twice the
+    bfloat16 speed on the 2-core machines of the README
+    (``benchmarks/extraction.py``), with BLEU kept (``benchmarks/int8_encoder.py --bleu``).
+    """
+    return tflite_function(int8_flatbuffer(encoder, calibration), threads)
+
+
+def int8_flatbuffer(encoder, calibration: np.ndarray) -> bytes:
+    """TFLite's full-integer post-training quantisation of ``encoder`` (TensorFlow only).
+
+    Weights and activations int8, with the activation ranges taken from
+    ``calibration`` (preprocessed photos, N x S x S x 3; the same photos and
+    weights give the same model). Takes seconds (about 18 for VGG16 at 224 on 2 cores).
     """
     import tempfile
 
@@ -105,17 +112,31 @@ def int8_encode_function(encoder, calibration: np.ndarray, threads: int | None =
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([photo[None]] for photo in calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        flatbuffer = converter.convert()
+        return converter.convert()
+
+
+def tflite_function(flatbuffer: bytes, threads: int | None = None):
+    """A TFLite model (XNNPACK) as a function from photos (B, S, S, 3) to its output (B, ...).
+
+    One photo at a time (the model's batch is 1), behind a lock: an
+    interpreter must not run in two threads at once.
+    """
+    import threading
+
+    import tensorflow as tf
+
     interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=threads or os.cpu_count())
     interpreter.allocate_tensors()
     source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    lock = threading.Lock()
 
     def encode(pixels: np.ndarray) -> np.ndarray:
         out = []
-        for photo in np.asarray(pixels, np.float32):  # TFLite runs one photo at a time
-            interpreter.set_tensor(source, photo[None])
-            interpreter.invoke()
-            out.append(interpreter.get_tensor(target))
+        with lock:
+            for photo in np.asarray(pixels, np.float32):
+                interpreter.set_tensor(source, photo[None])
+                interpreter.invoke()
+                out.append(interpreter.get_tensor(target))
         return np.concatenate(out)
 
     return encode

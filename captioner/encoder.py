@@ -36,12 +36,84 @@ VGG16_CONVS = [
 ]
 
 
-COMPUTE_DTYPES = ("float32", "bfloat16", "int8")  # the encoder's arithmetic ("int8": extraction only)
-SERVING_DTYPES = ("float32", "bfloat16")  # what a captioner may encode single photos with
+COMPUTE_DTYPES = ("float32", "bfloat16", "int8")  # the encoder's arithmetic
+SERVING_DTYPES = COMPUTE_DTYPES  # what a captioner may encode photos with ("int8": TensorFlow only)
 ENV_DTYPE = "CAPTIONER_ENCODER_DTYPE"  # forces the choice, e.g. CAPTIONER_ENCODER_DTYPE=float32
 MIN_COSINE = 0.995  # features of a faster path must agree this well with float32's, photo by photo
 MIN_GAIN = 0.9  # ... and take at most this share of float32's time: a near tie keeps the reference
 ROUNDS = 3  # timing rounds, alternating between the paths
+CALIBRATION = Path(__file__).resolve().parent.parent / "assets" / "examples"  # int8 serving: its activation ranges
+
+
+def available_dtypes() -> tuple[str, ...]:
+    """The encoder arithmetics this installation can run: int8 needs TensorFlow's TFLite and the
+    calibration photos (the bundled examples)."""
+    import keras
+
+    int8 = keras.backend.backend() == "tensorflow" and bool(calibration_files())
+    return tuple(d for d in SERVING_DTYPES if d != "int8" or int8)
+
+
+def calibration_files() -> list[Path]:
+    return sorted(CALIBRATION.glob("*.jpg")) if CALIBRATION.is_dir() else []
+
+
+def calibration_photos(config: ModelConfig, mirrored: bool = False) -> np.ndarray:
+    """The bundled example photos, preprocessed (N, S, S, 3): what sets the int8 encoder's activation
+    ranges. ``mirrored``: the same photos left to right, which the choice checks int8 against."""
+    from .image import load_and_preprocess
+
+    photos = np.stack([load_and_preprocess(f, config) for f in calibration_files()])
+    return photos[:, :, ::-1] if mirrored else photos
+
+
+def int8_function(config: ModelConfig, weights: str | Path | None, encoder=None):
+    """The encoder quantised to int8 (TFLite, see :func:`captioner.backend.int8_flatbuffer`) as a function
+    photos (B, S, S, 3) -> features (B, G, G, D).
+
+    Calibrated on :func:`calibration_photos`. Quantising takes about 18 s, so
+    the model is kept in ``$XDG_CACHE_HOME/captioner/int8-<key>.tflite``, keyed
+    by the weights' sha256, the calibration photos, the encoder's shape and
+    TensorFlow's version; later calls load it in a fraction of a second.
+    ``encoder``: the float32 encoder, if built already (else it is built and
+    loaded from ``weights``). Without ``weights`` (random weights) nothing is kept.
+    """
+    import os
+
+    import tensorflow as tf
+
+    from .backend import int8_flatbuffer, tflite_function
+
+    calibration = calibration_photos(config)
+    path = None
+    if weights is not None:
+        key = hashlib.sha256("|".join([weights_digest(weights), _sha256(calibration.tobytes()), tf.__version__,
+                                       config.encoder, config.encoder_layer, str(config.image_size)]).encode())
+        path = _cache_home() / f"int8-{key.hexdigest()[:24]}.tflite"
+        if path.is_file():
+            return tflite_function(path.read_bytes())
+    if encoder is None:
+        encoder = build_encoder(config)
+        if weights is not None:
+            load_encoder_weights(encoder, weights)
+    flatbuffer = int8_flatbuffer(encoder, calibration)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(flatbuffer)
+            os.replace(tmp, path)
+        except OSError:  # a read-only home: quantise again next time
+            pass
+    return tflite_function(flatbuffer)
+
+
+def serving_function(encoder, config: ModelConfig, dtype: str, weights: str | Path | None = None):
+    """The encoder in ``dtype`` arithmetic as a function photos (B, S, S, 3) -> features (B, G, G, D):
+    :func:`encode_function`, or for "int8" :func:`int8_function` (``encoder`` then is the float32 one)."""
+    if dtype == "int8":
+        return int8_function(config, weights, encoder)
+    return encode_function(encoder, dtype)
 
 
 def best_compute_dtype(config: ModelConfig | None = None, weights: str | Path | None = None,
@@ -51,7 +123,7 @@ def best_compute_dtype(config: ModelConfig | None = None, weights: str | Path | 
     Chosen by measuring, never from CPU flags: bfloat16 ran at twice the
     float32 speed on one of this project's machines and at half of it on
     another with the same flags. The first call on a machine times each of
-    :data:`SERVING_DTYPES` on a real-sized batch (best of :data:`ROUNDS`
+    :func:`available_dtypes` on a real-sized batch (best of :data:`ROUNDS`
     alternating rounds), checks the features against
     float32's (cosine at least :data:`MIN_COSINE`), logs the result and keeps
     it in a small JSON file keyed by the processor and the library versions
@@ -67,27 +139,28 @@ def best_compute_dtype(config: ModelConfig | None = None, weights: str | Path | 
 
     log = logging.getLogger(__name__)
     forced = os.environ.get(ENV_DTYPE)
+    paths = available_dtypes()
     if forced:
-        if forced not in SERVING_DTYPES:
-            raise ValueError(f"{ENV_DTYPE}={forced!r}: it must be one of {', '.join(SERVING_DTYPES)}")
+        if forced not in paths:
+            raise ValueError(f"{ENV_DTYPE}={forced!r}: it must be one of {', '.join(paths)}")
         return forced
     config = config or ModelConfig()
-    key = _machine_key(config)
+    key = _machine_key(config) + " | " + ",".join(paths)  # a path added later is measured too
     cache_file = Path(cache_file) if cache_file else _cache_home() / "compute-path.json"
     try:
         known = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         known = {}
-    if isinstance(known.get(key), dict) and known[key].get("dtype") in SERVING_DTYPES:
+    if isinstance(known.get(key), dict) and known[key].get("dtype") in paths:
         return known[key]["dtype"]
     measure = measure or _timer(config, weights)
-    seconds, features = {d: float("inf") for d in SERVING_DTYPES}, {}
-    for _ in range(ROUNDS):  # alternating, best of each: a burst of load on a shared machine hits both
-        for dtype in SERVING_DTYPES:
+    seconds, features = {d: float("inf") for d in paths}, {}
+    for _ in range(ROUNDS):  # alternating, best of each: a burst of load on a shared machine hits all
+        for dtype in paths:
             took, features[dtype] = measure(dtype)
             seconds[dtype] = min(seconds[dtype], took)
-    cosine = {d: _min_cosine(features[d], features["float32"]) for d in SERVING_DTYPES}
-    usable = ["float32"] + [d for d in SERVING_DTYPES if d != "float32" and cosine[d] >= MIN_COSINE
+    cosine = {d: _min_cosine(features[d], features["float32"]) for d in paths}
+    usable = ["float32"] + [d for d in paths if d != "float32" and cosine[d] >= MIN_COSINE
                             and seconds[d] <= MIN_GAIN * seconds["float32"]]
     choice = min(usable, key=lambda d: seconds[d])
     log.warning("encoder arithmetic: %s (measured on this machine: %s; agreement with float32: %s)", choice,
@@ -146,8 +219,10 @@ def _timer(config: ModelConfig, weights):
     """
     import time
 
-    rng = np.random.default_rng(0)
-    pixels = rng.normal(size=(2, config.image_size, config.image_size, 3)).astype(np.float32)
+    if calibration_files():  # real photos (mirrored: not the ones int8 was calibrated on)
+        pixels = calibration_photos(config, mirrored=True)[:2].astype(np.float32)
+    else:
+        pixels = np.random.default_rng(0).normal(size=(2, config.image_size, config.image_size, 3)).astype(np.float32)
     ready, shared = {}, []
 
     def measure(dtype: str):
@@ -159,7 +234,7 @@ def _timer(config: ModelConfig, weights):
                 encoder.set_weights(shared)
             else:
                 shared.extend(encoder.get_weights())
-            encode = encode_function(encoder, dtype)
+            encode = serving_function(encoder, config, dtype, weights)
             ready[dtype] = encode, np.asarray(encode(pixels), np.float32)  # traced and warmed up
         encode, out = ready[dtype]
         start = time.perf_counter()
@@ -243,11 +318,13 @@ def build_encoder(config: ModelConfig, dtype: str = "float32"):
 
     Input (B, S, S, 3) preprocessed by :func:`captioner.image.preprocess`;
     output (B, G, G, D), see :func:`feature_shape`. ``dtype`` is the Keras
-    dtype policy, for example ``"bfloat16"``.
+    dtype policy, for example ``"bfloat16"`` ("int8" builds the float32 encoder
+    that :func:`int8_function` quantises).
     """
     import keras
 
     feature_shape(config)  # an unknown layer name fails here, before any layer is built
+    dtype = "float32" if dtype == "int8" else dtype  # int8 quantises the float32 encoder (int8_function)
     size = config.image_size
     if config.encoder == "xception":
         return _xception(size, dtype)

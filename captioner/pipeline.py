@@ -290,7 +290,7 @@ class Captioner:
     def __init__(self, config: ModelConfig, vocab: Vocabulary, encoder, model, folder: Path | None = None,
                  compute_dtype: str = "float32", encoder_weights: Path | None = None,
                  photo_check: PhotoCheck | None = None):
-        from .encoder import encode_function
+        from .encoder import serving_function
 
         self.config, self.vocab, self.encoder, self.model = config, vocab, encoder, model
         self.photo_check = photo_check
@@ -300,7 +300,7 @@ class Captioner:
         self.metrics = {}
         if folder and (Path(folder) / "metrics.json").is_file():
             self.metrics = json.loads((Path(folder) / "metrics.json").read_text())
-        self._encode = encode_function(encoder, compute_dtype)
+        self._encode = serving_function(encoder, config, compute_dtype, encoder_weights)
         self._lock = threading.RLock()
 
     @classmethod

@@ -118,7 +118,7 @@ def _fake_measure(seconds: dict, agree: dict, calls: list):
     def measure(dtype):
         calls.append(dtype)
         other = np.random.default_rng(1).random((2, 4, 4, 8))
-        return seconds[dtype], base if agree.get(dtype, True) else other
+        return seconds.get(dtype, 1.0), base if agree.get(dtype, True) else other  # unlisted paths: slow
 
     return measure
 
@@ -128,19 +128,24 @@ def _fake_measure(seconds: dict, agree: dict, calls: list):
     ({"float32": 0.1, "bfloat16": 0.2}, {}, "float32"),  # slower (as on the Intel Xeon of issue 10): not chosen
     ({"float32": 0.2, "bfloat16": 0.1}, {"bfloat16": False}, "float32"),  # faster but different features
     ({"float32": 0.2, "bfloat16": 0.19}, {}, "float32"),  # a near tie (noise on a shared machine): the reference
+    ({"float32": 0.2, "bfloat16": 0.1, "int8": 0.03}, {}, "int8"),  # int8 fastest and agreeing
+    ({"float32": 0.2, "bfloat16": 0.1, "int8": 0.03}, {"int8": False}, "bfloat16"),  # int8 disagrees
 ])
 def test_compute_dtype_is_chosen_by_measuring(tmp_path, monkeypatch, tiny_config, seconds, agree, expected):
     monkeypatch.delenv(enc.ENV_DTYPE, raising=False)
     calls = []
     cache = tmp_path / "compute-path.json"
+    paths = enc.available_dtypes()
+    assert paths == ("float32", "bfloat16", "int8")  # TensorFlow, with the bundled calibration photos
     choice = enc.best_compute_dtype(tiny_config, cache_file=cache, measure=_fake_measure(seconds, agree, calls))
-    assert choice == expected and calls == ["float32", "bfloat16"] * enc.ROUNDS  # alternating rounds
+    assert choice == expected and calls == list(paths) * enc.ROUNDS  # alternating rounds
     # Kept per machine: the next call reads the file and measures nothing.
     assert enc.best_compute_dtype(tiny_config, cache_file=cache, measure=_fake_measure(seconds, agree, calls)) == expected
-    assert len(calls) == 2 * enc.ROUNDS
+    assert len(calls) == len(paths) * enc.ROUNDS
     kept = json.loads(cache.read_text())
     (key,) = kept
-    assert enc._machine_key(tiny_config) == key and "keras" in key and kept[key]["dtype"] == expected
+    assert key == enc._machine_key(tiny_config) + " | float32,bfloat16,int8" and "keras" in key
+    assert kept[key]["dtype"] == expected
 
 
 def test_compute_dtype_can_be_forced(tmp_path, monkeypatch, tiny_config):
@@ -158,18 +163,19 @@ def test_compute_dtype_really_measured(tmp_path, monkeypatch, tiny_config, encod
     monkeypatch.delenv(enc.ENV_DTYPE, raising=False)
     cache = tmp_path / "compute-path.json"
     choice = enc.best_compute_dtype(tiny_config, encoder_weights, cache_file=cache)
-    record = json.loads(cache.read_text())[enc._machine_key(tiny_config)]
+    (record,) = json.loads(cache.read_text()).values()
     assert choice in enc.SERVING_DTYPES and record["dtype"] == choice
     assert set(record["seconds"]) == set(enc.SERVING_DTYPES) and all(t > 0 for t in record["seconds"].values())
     assert record["cosine"]["float32"] == pytest.approx(1.0) and record["cosine"]["bfloat16"] > 0.9
+    assert record["cosine"]["int8"] > 0.9  # the quantised encoder still computes the same features, roughly
 
 
 def test_timer_without_weights_gives_every_path_the_same_weights(tiny_config):
     """Without a weights file each arithmetic still runs the same (random) encoder: their features agree
     as float32 and bfloat16 do, not as two unrelated networks (issue 10: 0.22, and bfloat16 was refused)."""
     measure = enc._timer(tiny_config, None)
-    (_, ref), (_, low) = measure("float32"), measure("bfloat16")
-    assert enc._min_cosine(low, ref) > 0.99
+    (_, ref), (_, low), (_, int8) = measure("float32"), measure("bfloat16"), measure("int8")
+    assert enc._min_cosine(low, ref) > 0.99 and enc._min_cosine(int8, ref) > 0.9
 
 
 def test_xception_encoder_with_random_weights_feeds_the_seed_designs(tmp_path):
@@ -195,3 +201,30 @@ def test_xception_encoder_with_random_weights_feeds_the_seed_designs(tmp_path):
         model = build_model(dataclasses.replace(config, decoder=kind), 12)
         logits, alphas = model.decoder(features.reshape(2, 1, 2048), np.ones((2, 3), np.int32))
         assert logits.shape == (2, 3, 12) and alphas.shape == (2, 3, 0)
+
+
+def test_int8_encoder_is_quantised_once_and_then_read_from_the_cache(tmp_path, monkeypatch, tiny_config,
+                                                                   encoder_weights):
+    """Serving in int8 quantises the encoder (seconds) once per weights file; the next start reads the
+    kept model, which computes the same features, and a different weights file gets its own."""
+    from captioner import backend
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    conversions = []
+    real = backend.int8_flatbuffer
+    monkeypatch.setattr(backend, "int8_flatbuffer", lambda *a: conversions.append(1) or real(*a))
+    pixels = enc.calibration_photos(tiny_config, mirrored=True)[:3]
+    first = enc.int8_function(tiny_config, encoder_weights)(pixels)
+    (kept,) = (tmp_path / "captioner").glob("int8-*.tflite")
+    again = enc.int8_function(tiny_config, encoder_weights)(pixels)
+    assert len(conversions) == 1
+    np.testing.assert_array_equal(first, again)
+    encoder = enc.build_encoder(tiny_config)
+    enc.load_encoder_weights(encoder, encoder_weights)
+    reference = np.asarray(enc.encode_function(encoder, "float32")(pixels))
+    assert first.shape == reference.shape and enc._min_cosine(first, reference) > 0.95
+    from synthetic import random_encoder_weights
+
+    other = random_encoder_weights(tmp_path / "other.weights.h5", seed=1)
+    enc.int8_function(tiny_config, other)(pixels)
+    assert len(conversions) == 2 and len(list((tmp_path / "captioner").glob("int8-*.tflite"))) == 2 and kept.exists()
