@@ -274,7 +274,7 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
         gr.Markdown("## Where the model looked\nEach picture shows one word's attention over the photo: "
                     "yellow is where the model looked most, dark blue where it looked least.")
         gallery = gr.HTML("", js_on_load=None, elem_id="heatmaps")
-        download = gr.DownloadButton("Download all heatmaps as one image (PNG)", visible=False,
+        download = gr.DownloadButton("Download all heatmaps as one image (JPEG)", visible=False,
                                      elem_id="heatmaps-download")
         gr.Markdown("## Teacher view")
         with gr.Accordion("Beam candidates and word probabilities", open=False, elem_id="teacher-view"):
@@ -329,14 +329,14 @@ def create_demo(captioner, examples=(), *, load_error: str | None = None,
              "model is, its score (mean log-probability per word, length-normalised; nearer 0 is surer) and "
              "its words.", ["photo", "beam width"], ["caption", "hedged caption", "score", "words"], **model)
         _api(demo, describe, "describe", "Everything in one call: the caption, hedged caption, score and words, "
-             "where the model looked for each word (alt texts), one PNG with the photo and a labelled heatmap "
+             "where the model looked for each word (alt texts), one JPEG with the photo and a labelled heatmap "
              "per word, a WAV of the hedged caption read aloud (none if speech failed) and why speech failed.",
              ["photo", "beam width", "heatmap opacity (0-1)", "speech rate (words per minute)"],
-             ["caption", "hedged caption", "score", "words", "alt texts", "heatmap grid (PNG)",
+             ["caption", "hedged caption", "score", "words", "alt texts", "heatmap grid (JPEG)",
               "spoken caption (WAV)", "speech note"], **model)
         _api(demo, heatmaps, "heatmaps", "One heatmap per word (JPEG, with where the model looked as its "
-             "caption), the same alt texts as a list, and all heatmaps as one PNG.",
-             ["photo", "beam width", "heatmap opacity (0-1)"], ["heatmaps", "alt texts", "heatmap grid (PNG)"],
+             "caption), the same alt texts as a list, and all heatmaps as one JPEG.",
+             ["photo", "beam width", "heatmap opacity (0-1)"], ["heatmaps", "alt texts", "heatmap grid (JPEG)"],
              **model)
         _api(demo, compare, "compare", "Caption a photo with the shipped model and each seed design beside it "
              "(inject, merge; those that are installed): for each, the design, caption, hedged caption, seconds "

@@ -245,7 +245,7 @@ def test_without_a_model_the_app_explains_what_to_do(tmp_path):
     assert status_text(live) == error and described is None
 
 
-def test_heatmaps_say_each_words_place_once_and_come_as_a_grid_png(state):
+def test_heatmaps_say_each_words_place_once_and_come_as_a_grid_jpeg(state):
     described = state.describe(red_circle(), 3)
     gallery, grid = state.heatmaps_view(described, 0.6)
     texts = app_logic.alt_texts(described)
@@ -257,7 +257,7 @@ def test_heatmaps_say_each_words_place_once_and_come_as_a_grid_png(state):
         # once per word ("a" comes twice), not as a label, an alt text and a list item again
         assert gallery.count(f">{html.escape(text)}<") == texts.count(text)
     with Image.open(grid) as image:
-        assert image.format == "PNG" and image.width > described.photo.width
+        assert image.format == "JPEG" and image.width > described.photo.width
     faint, _ = state.heatmaps_view(described, 0.0)
     assert faint != gallery  # the opacity changes the pictures
     assert state.heatmaps_view(None, 0.6) == ("", None)
@@ -308,7 +308,7 @@ def test_describe_everything_gives_caption_heatmaps_grid_and_speech(state):
     assert done.described.caption.text == TRUTH and done.speech_note == ""
     assert done.alt_texts == app_logic.alt_texts(done.described) and len(done.alt_texts) == len(TRUTH.split())
     with Image.open(done.grid) as image:  # the photo and one panel per word, 4 to a row
-        assert image.format == "PNG" and image.height > 2 * done.described.photo.height * 256 // 448
+        assert image.format == "JPEG" and image.height > 2 * done.described.photo.height * 256 // 448
     assert speech.wav_duration(done.audio) > 1.0
 
 
@@ -456,7 +456,7 @@ def test_the_api_has_exactly_the_five_named_endpoints_described_and_typed(client
     assert beam["parameter_default"] == tiny_captioner.config.beam_size
     returns = {r["label"]: r["python_type"]["type"] for r in endpoints["/describe"]["returns"]}
     assert returns["words"] == returns["alt texts"] == "list[str]" and returns["score"] == "float"
-    assert returns["heatmap grid (PNG)"] == "filepath" and returns["spoken caption (WAV)"] == "None | filepath"
+    assert returns["heatmap grid (JPEG)"] == "filepath" and returns["spoken caption (WAV)"] == "None | filepath"
     assert endpoints["/speak"]["parameters"][1]["python_type"]["type"] == "int"
 
 
@@ -500,7 +500,7 @@ def test_api_heatmaps_returns_a_labelled_heatmap_per_word_and_the_grid(client, t
         with Image.open(item["image"]) as image:
             assert min(image.size) > 0
     with Image.open(grid) as image:
-        assert image.format == "PNG"
+        assert image.format == "JPEG"
 
 
 @pytest.mark.server
@@ -513,7 +513,7 @@ def test_api_describe_returns_everything_in_one_call(client, tmp_path):
     assert text == TRUTH and words == TRUTH.split() and hedged.endswith(f"{TRUTH}.") and score <= 0
     assert [a.split(":")[0] for a in alts] == words
     with Image.open(grid) as image:
-        assert image.format == "PNG"
+        assert image.format == "JPEG"
     assert note == "" and speech.wav_duration(audio) > 1.0
 
 
