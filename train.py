@@ -61,6 +61,9 @@ def parse_args(argv=None):
     for name in ("learning_rate", "lr_decay", "alpha_c", "label_smoothing", "clip_norm", "scst_learning_rate",
                  "scst_xe_weight"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(t, name))
+    p.add_argument("--scst-baseline", choices=("mean", "greedy"), default=t.scst_baseline,
+                   help="what a sampled caption's reward is compared with: the mean of the photo's other "
+                        "samples, or the reward of its greedy caption (Rennie et al.)")
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=t.jit_compile,
                    help="compile the train step with XLA")
     return p.parse_args(argv)

@@ -37,6 +37,7 @@ p.add_argument("--samples", type=int, default=5)
 p.add_argument("--steps", type=int, default=120)
 p.add_argument("--every", type=int, default=30)
 p.add_argument("--dev-photos", type=int, default=300)
+p.add_argument("--baseline", choices=("mean", "greedy"), default="mean")
 args = p.parse_args()
 
 config, vocab, start, _ = start_from_folder(args.model)
@@ -57,7 +58,7 @@ if args.xe:
            for r in refs]
 batches = SelfCriticalBatches(model.decoder, vocab, cache.rows(splits["train"]), scorer, args.photos, args.samples,
                               min(tcfg.scst_max_words, config.max_length), seed=0, whole_endings=True,
-                              references=enc)
+                              references=enc, baseline=args.baseline)
 dev_f = np.asarray(cache.rows(splits["dev"][: args.dev_photos]), np.float32)
 dev_r = [data.captions[f] for f in splits["dev"][: args.dev_photos]]
 

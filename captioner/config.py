@@ -112,6 +112,7 @@ class TrainConfig:
     scst_photos: int = 16  # photos per batch (a batch holds scst_photos * scst_samples captions)
     scst_xe_weight: float = 0.0  # plus this times the cross-entropy of one reference per photo (0: SCST alone)
     scst_max_words: int = 16  # sampled captions are cut here (nearly 9 in 10 Flickr8k references are no longer)
+    scst_baseline: str = "mean"  # "mean": of the photo's other samples (Luo 2020); "greedy": its greedy caption's
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

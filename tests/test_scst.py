@@ -151,3 +151,33 @@ def test_policy_gradient_loss_is_minus_the_advantage_weighted_log_probability_of
     model.train_on_batch(batch)
     after = caption_log_p()
     assert after[0] > before[0] and after[1] < before[1], (before, after)
+
+
+def test_the_greedy_baseline_is_the_reward_of_each_photos_greedy_caption():
+    import keras
+
+    from captioner.config import ModelConfig
+    from captioner.decoding import greedy
+    from captioner.encoder import feature_shape
+    from captioner.model import build_decoder
+    from captioner.training.scst import SelfCriticalBatches
+    from captioner.vocab import Vocabulary
+
+    config = ModelConfig(image_size=64, embed_dim=16, lstm_units=24, attention_dim=12, dropout=0.0)
+    words = ["a", "on", "blue", "dog", "grass", "runs", "red", "ball"]
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + words)
+    keras.utils.set_random_seed(0)
+    decoder = build_decoder(config, len(vocab))
+    grid, _, width = feature_shape(config)
+    features = np.random.default_rng(1).random((6, grid * grid, width)).astype(np.float16)
+    refs, _ = _random_corpus(photos=6)
+    scorer = CiderD(refs)
+    batches = SelfCriticalBatches(decoder, vocab, features, scorer, 3, 4, 6, baseline="greedy")
+    batch = batches[0]
+    photos = np.sort(batches.batches[0])
+    said = [c.words for c in greedy(decoder, vocab, features[photos].astype(np.float32), 6, whole_endings=True)]
+    expected = batch["reward"].reshape(3, 4) - scorer.scores(said, photos)[:, None]
+    np.testing.assert_allclose(batch["advantage"], expected.reshape(-1), rtol=1e-5, atol=1e-6)
+    assert SelfCriticalBatches(decoder, vocab, features, scorer, 3, 1, 6, baseline="greedy")[0]["advantage"].shape == (3,)
+    with pytest.raises(ValueError, match="baseline"):
+        SelfCriticalBatches(decoder, vocab, features, scorer, 3, 4, 6, baseline="best")

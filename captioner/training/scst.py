@@ -5,7 +5,8 @@ For every training photo the decoder samples ``scst_samples`` captions
 CIDEr-D against the photo's five references, with document frequencies from
 all training references (:class:`captioner.cider.CiderD`); the baseline of a
 caption is the mean reward of the photo's other samples, so a caption is made
-likelier exactly when it beats its siblings. :class:`SelfCriticalModel`
+likelier exactly when it beats its siblings (``scst_baseline="greedy"``: the
+reward of the photo's greedy caption, as Rennie et al. did). :class:`SelfCriticalModel`
 follows that policy gradient in Keras's own ``fit``; the checkpoints, exact
 resume, early stopping (on dev CIDEr-D, greedy) and logs are those of
 cross-entropy training.
@@ -51,10 +52,13 @@ class SelfCriticalBatches(keras.utils.PyDataset):
 
     def __init__(self, decoder, vocab: Vocabulary, features: np.ndarray, scorer, photos: int, samples: int,
                  max_length: int, seed: int = 0, whole_endings: bool = True, epoch: int = 0,
-                 references: list[list[list[int]]] | None = None):
+                 references: list[list[list[int]]] | None = None, baseline: str = "mean"):
         super().__init__()
-        if samples < 2:
+        if baseline not in ("mean", "greedy"):
+            raise ValueError(f"baseline must be 'mean' or 'greedy', not {baseline!r}")
+        if samples < 2 and baseline == "mean":
             raise ValueError("self-critical training needs at least 2 samples per photo (one is the others' baseline)")
+        self.baseline = baseline
         self.decoder, self.vocab, self.features, self.scorer = decoder, vocab, features, scorer
         self.photos, self.samples, self.max_length = photos, samples, max_length
         self.seed, self.whole_endings, self.epoch = seed, whole_endings, epoch
@@ -74,7 +78,7 @@ class SelfCriticalBatches(keras.utils.PyDataset):
         return len(self.batches)
 
     def __getitem__(self, index):
-        from ..decoding import blocked_ends, sample
+        from ..decoding import blocked_ends, greedy, sample
 
         photos = np.sort(self.batches[index])  # sorted: h5/memmap reads in order
         features = np.asarray(self.features[photos])  # (B, L, D) float16
@@ -84,7 +88,12 @@ class SelfCriticalBatches(keras.utils.PyDataset):
         words = [self.vocab.decode(row[1:]) for row in tokens]
         reward = self.scorer.scores(words, np.repeat(photos, self.samples))  # (B * K,)
         by_photo = reward.reshape(-1, self.samples)  # (B, K)
-        baseline = (by_photo.sum(axis=1, keepdims=True) - by_photo) / (self.samples - 1)  # the others' mean
+        if self.baseline == "greedy":  # Rennie et al.: a sample pays when it beats what greedy decoding says
+            greedy_words = [c.words for c in greedy(self.decoder, self.vocab, features, self.max_length,
+                                                    whole_endings=self.whole_endings)]
+            baseline = self.scorer.scores(greedy_words, photos)[:, None]  # (B, 1)
+        else:
+            baseline = (by_photo.sum(axis=1, keepdims=True) - by_photo) / (self.samples - 1)  # the others' mean
         advantage = (by_photo - baseline).reshape(-1)
         longest = max(len(w) for w in words)
         width = next(b for b in self.widths if longest <= b)
@@ -192,7 +201,8 @@ def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabu
                    encode_captions(refs, vocab)[:1] for refs in references]
     batches = SelfCriticalBatches(model.decoder, vocab, cache.rows(splits["train"]), scorer, tcfg.scst_photos,
                                   tcfg.scst_samples, min(tcfg.scst_max_words, config.max_length), seed=tcfg.seed,
-                                  whole_endings=config.whole_endings, references=encoded)
+                                  whole_endings=config.whole_endings, references=encoded,
+                                  baseline=tcfg.scst_baseline)
     if not len(batches):
         raise ValueError(f"{len(references)} training photos make no batch of {tcfg.scst_photos}")
     log.info("self-critical training: %d batches of %d photos x %d samples", len(batches), tcfg.scst_photos,
@@ -209,5 +219,7 @@ def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabu
     fit_with_callbacks(model, run, batches, dev, resumed=bool(checkpoint), progress=progress)
     if run.best_epoch:
         load_decoder_weights(model, run.best_checkpoint)
+    else:  # no epoch beat the start on dev: what comes out is the start, not the last epoch's weights
+        load_decoder_weights(model, start_weights, file=True)
     log.info("best %s %.4f after self-critical epoch %d", run.monitor, run.best_score, run.best_epoch)
     return model, run
