@@ -201,8 +201,11 @@ def _child() -> int:
     """
     try:
         import pyttsx3
+        from pyttsx3.drivers import _espeak
 
         engine, failure = pyttsx3.init(), None
+        _espeak.Synchronize()  # the driver's start-up settings are applied
+        engine.runAndWait()  # leaves the driver idle, so that setProperty below takes effect at once
     except Exception as exc:  # reported only if a request comes
         engine, failure = None, exc
     raw = sys.stdin.read()
@@ -212,10 +215,17 @@ def _child() -> int:
         print(f"pyttsx3 could not start: {failure}", file=sys.stderr)
         return 1
     request = json.loads(raw)
-    # The rate gets a loop of its own: queued with the text, espeak-ng sometimes took it up part of
-    # the way through the sentence (a WAV asked for at 300 words a minute lasted as if at about 200).
-    engine.setProperty("rate", clamp(request["rate"], MIN_RATE, MAX_RATE, DEFAULT_RATE, int))
-    engine.runAndWait()
+    # pyttsx3 starts libespeak-ng in its asynchronous mode: a setting goes into a queue that
+    # another thread serves, and runAndWait first calls espeak_Cancel, which drops whatever that
+    # thread has not yet taken. Under load the rate was dropped, and a WAV asked for at 175 words
+    # a minute came out at exactly the driver's start-up rate of 200 (1.62 s instead of 1.86 s).
+    # So the rate is applied and waited for before the text is queued, and checked.
+    rate = clamp(request["rate"], MIN_RATE, MAX_RATE, DEFAULT_RATE, int)
+    engine.setProperty("rate", rate)
+    _espeak.Synchronize()
+    if engine.getProperty("rate") != rate:
+        print(f"pyttsx3 did not take the rate {rate} (it reports {engine.getProperty('rate')})", file=sys.stderr)
+        return 1
     engine.save_to_file(request["text"], request["out"])
     engine.runAndWait()
     return 0
