@@ -82,6 +82,13 @@ def _banned(vocab: Vocabulary) -> list[int]:
 _rules = weakref.WeakKeyDictionary()
 
 
+def _ending_rule(vocab: Vocabulary) -> EndingRule:
+    """The vocabulary's :class:`EndingRule`, built once per vocabulary."""
+    if vocab not in _rules:
+        _rules[vocab] = EndingRule(vocab.words)
+    return _rules[vocab]
+
+
 def _forbid_end(log_probs: np.ndarray, vocab: Vocabulary, t: int, whole_endings: bool, last: np.ndarray,
                 before: np.ndarray) -> None:
     """Rule out ``<end>`` in place: at the first step (no empty caption) and, with ``whole_endings``,
@@ -89,9 +96,7 @@ def _forbid_end(log_probs: np.ndarray, vocab: Vocabulary, t: int, whole_endings:
     if t == 0:
         log_probs[:, vocab.end_id] = -np.inf
     elif whole_endings:
-        if vocab not in _rules:
-            _rules[vocab] = EndingRule(vocab.words)
-        log_probs[_rules[vocab].may_not_end(last, before), vocab.end_id] = -np.inf
+        log_probs[_ending_rule(vocab).may_not_end(last, before), vocab.end_id] = -np.inf
 
 
 def blocked_ends(vocab: Vocabulary, tokens: np.ndarray, whole_endings: bool) -> np.ndarray:
@@ -106,9 +111,7 @@ def blocked_ends(vocab: Vocabulary, tokens: np.ndarray, whole_endings: bool) -> 
     blocked = np.zeros((tokens.shape[0], tokens.shape[1] - 1), bool)
     blocked[:, 0] = True  # no empty caption
     if whole_endings and blocked.shape[1] > 1:
-        if vocab not in _rules:
-            _rules[vocab] = EndingRule(vocab.words)
-        blocked[:, 1:] = _rules[vocab].may_not_end(tokens[:, 1:-1], tokens[:, :-2])
+        blocked[:, 1:] = _ending_rule(vocab).may_not_end(tokens[:, 1:-1], tokens[:, :-2])
     return blocked
 
 
