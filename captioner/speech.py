@@ -1,14 +1,12 @@
 """Offline text-to-speech into WAV files: pyttsx3 (with espeak-ng) first, the espeak-ng program second.
 
-pyttsx3 keeps one engine per process and its espeak driver is not thread-safe.
-Reused within one process it also misbehaves: asked for 375 words per minute
-after an earlier request, it spoke at 175 in some runs and at other rates in
-others, while a fresh process got the rate right every time. So each request
-runs pyttsx3 in its own child process (``python -m captioner.speech``), one
-request at a time behind a lock, under a time limit; a hung child is killed.
-Starting Python and pyttsx3 takes about 0.1 s, so the next child is started
-as soon as a request is done and waits, initialised, for the next one (see
-:class:`_WarmChild`). If pyttsx3 fails, the ``espeak-ng`` program is tried.
+pyttsx3 keeps one engine per process and its espeak driver is not thread-safe,
+so it runs in one child process (``python -m captioner.speech``, see
+:class:`_Server`) that serves one request at a time behind a lock, under a
+time limit; a hung or failed child is killed and the next request starts a
+new one. Its driver drops a speaking rate that libespeak-ng has not applied
+yet (see :func:`_speak`), which once made a reused engine speak at the wrong
+rate; the child now waits for each rate and checks it. If pyttsx3 fails, the ``espeak-ng`` program is tried.
 If neither works, :func:`check` says so and the app captions without speech.
 """
 from __future__ import annotations
@@ -16,6 +14,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -111,75 +110,69 @@ def _run(command: list[str], text: str, timeout: float, env: dict | None = None)
         raise SpeechError(detail)
 
 
-class _WarmChild:
-    """At most one pyttsx3 child process, started ahead of the request it will serve.
+class _Server:
+    """One long-lived pyttsx3 child process that speaks one request after another.
 
-    The child imports pyttsx3 and starts its engine, then waits for one JSON
-    request on stdin, speaks it into a WAV file and exits, so every request
-    still gets a fresh engine. A child started under other environment
-    variables (for example another PYTHONPATH) is not used: it is replaced.
-    Only called with ``_lock`` held.
+    The child (``python -m captioner.speech``) starts pyttsx3 once, then reads
+    one JSON request per line on stdin and answers each with one JSON line on
+    its own pipe. A child per request paid for starting Python and pyttsx3
+    every time, which cost more than the synthesis itself. A child that fails, hangs past the time limit or was started
+    under other environment variables (for example another PYTHONPATH) is
+    stopped, and the next request starts a fresh one. Only called with
+    ``_lock`` held.
     """
 
     def __init__(self):
         self.process: subprocess.Popen | None = None
         self.env: dict | None = None
 
-    def take(self, env: dict) -> subprocess.Popen:
-        """The waiting child if it is alive and was started with ``env``; else a new one."""
-        process, self.process = self.process, None
-        if process is not None and (process.poll() is not None or self.env != env):
-            _stop(process)
-            process = None
-        return process or self._start(env)
-
-    def prepare(self, env: dict) -> None:
-        """Start the child for the next request now, so that it is ready when that request comes."""
+    def speak(self, request: dict, env: dict, timeout: float) -> None:
+        """Send one request and wait for its answer; raises SpeechError (and stops the child) on failure."""
+        if self.process is not None and (self.process.poll() is not None or self.env != env):
+            self.close()
         if self.process is None:
             try:
-                self.process = self._start(env)
-            except OSError:  # the next request starts its own child and reports the error
-                self.process = None
-
-    def _start(self, env: dict) -> subprocess.Popen:
-        self.env = env
-        return subprocess.Popen([sys.executable, "-m", "captioner.speech"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "captioner.speech"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL, text=True, env=env)
+            except OSError as exc:
+                raise SpeechError(str(exc)) from exc
+            self.env = env
+        process = self.process
+        try:
+            process.stdin.write(json.dumps(request) + "\n")
+            process.stdin.flush()
+            ready, _, _ = select.select([process.stdout], [], [], timeout)
+            if not ready:
+                raise SpeechError(f"it took longer than {timeout:.0f} s")
+            line = process.stdout.readline()
+            answer = json.loads(line) if line.strip() else {"error": f"it stopped (exit status {process.wait(5)})"}
+        except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            self.close()
+            raise SpeechError(f"the pyttsx3 process failed ({exc})") from exc
+        except SpeechError:
+            self.close()
+            raise
+        if answer.get("error"):
+            self.close()  # the next request gets a fresh engine
+            raise SpeechError(answer["error"])
 
     def close(self) -> None:
         if self.process is not None:
-            _stop(self.process)
+            self.process.kill()
+            self.process.communicate()
             self.process = None
 
 
-def _stop(process: subprocess.Popen) -> None:
-    process.kill()
-    process.communicate()
-
-
-_warm = _WarmChild()
-atexit.register(_warm.close)
+_server = _Server()
+atexit.register(_server.close)
 
 
 def _run_pyttsx3(text: str, path: Path, rate: int, timeout: float) -> None:
     path.unlink(missing_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
-    try:
-        process = _warm.take(env)
-    except OSError as exc:
-        raise SpeechError(str(exc)) from exc
-    request = json.dumps({"text": text, "rate": rate, "out": str(path)})
-    try:
-        _, stderr = process.communicate(request, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        _stop(process)
-        raise SpeechError(f"it took longer than {timeout:.0f} s") from exc
-    finally:
-        _warm.prepare(env)
-    if process.returncode != 0:
-        detail = (stderr.strip().splitlines() or [f"exit status {process.returncode}"])[-1]
-        raise SpeechError(detail)
+    _server.speak({"text": text, "rate": rate, "out": str(path)}, env, timeout)
 
 
 def _run_espeak(text: str, path: Path, rate: int, timeout: float) -> None:
@@ -194,41 +187,60 @@ _RUNNERS = {"pyttsx3": _run_pyttsx3, "espeak-ng": _run_espeak}
 
 
 def _child() -> int:
-    """In a fresh process: start pyttsx3, then read one request on stdin and save it as a WAV file.
+    """The pyttsx3 process: start pyttsx3, then speak each request on stdin into a WAV file.
 
-    The request is JSON: {"text": ..., "rate": words per minute, "out": WAV path}. Without one
-    (the parent closed stdin, for example on exit) the child exits quietly.
+    Each line of stdin is one JSON request {"text": ..., "rate": words per minute, "out": WAV path};
+    each gets one JSON line back, {} or {"error": one sentence}. pyttsx3's espeak driver prints to
+    stdout, so the answers go out on a copy of stdout and Python's own stdout goes nowhere. The
+    child exits when stdin closes (the parent stopped it or exited).
     """
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    os.dup2(sys.stdout.fileno(), 1)
     try:
-        import pyttsx3
-        from pyttsx3.drivers import _espeak
+        engine, failure = _start_pyttsx3(), None
+    except Exception as exc:  # reported for each request
+        engine, failure = None, f"pyttsx3 could not start: {exc}"
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            error = failure or _speak(engine, json.loads(line))
+        except Exception as exc:  # answered, so that the parent can say what went wrong
+            error = f"{type(exc).__name__}: {exc}"
+        answers.write(json.dumps({"error": error} if error else {}) + "\n")
+        answers.flush()
+    return 0
 
-        engine, failure = pyttsx3.init(), None
-        _espeak.Synchronize()  # the driver's start-up settings are applied
-        engine.runAndWait()  # leaves the driver idle, so that setProperty below takes effect at once
-    except Exception as exc:  # reported only if a request comes
-        engine, failure = None, exc
-    raw = sys.stdin.read()
-    if not raw.strip():
-        return 0
-    if failure is not None:
-        print(f"pyttsx3 could not start: {failure}", file=sys.stderr)
-        return 1
-    request = json.loads(raw)
+
+def _start_pyttsx3():
+    import pyttsx3
+    from pyttsx3.drivers import _espeak
+
+    engine = pyttsx3.init()
+    _espeak.Synchronize()  # the driver's start-up settings are applied
+    engine.runAndWait()  # leaves the driver idle, so that setProperty takes effect at once
+    return engine
+
+
+def _speak(engine, request: dict) -> str | None:
+    """One request; returns None, or what went wrong."""
+    from pyttsx3.drivers import _espeak
+
     # pyttsx3 starts libespeak-ng in its asynchronous mode: a setting goes into a queue that
     # another thread serves, and runAndWait first calls espeak_Cancel, which drops whatever that
     # thread has not yet taken. Under load the rate was dropped, and a WAV asked for at 175 words
-    # a minute came out at exactly the driver's start-up rate of 200 (1.62 s instead of 1.86 s).
-    # So the rate is applied and waited for before the text is queued, and checked.
+    # a minute came out at exactly the driver's start-up rate of 200 (1.62 s instead of 1.86 s);
+    # a reused engine also kept the previous request's rate. So the rate is applied and waited
+    # for before the text is queued, and checked.
     rate = clamp(request["rate"], MIN_RATE, MAX_RATE, DEFAULT_RATE, int)
     engine.setProperty("rate", rate)
     _espeak.Synchronize()
     if engine.getProperty("rate") != rate:
-        print(f"pyttsx3 did not take the rate {rate} (it reports {engine.getProperty('rate')})", file=sys.stderr)
-        return 1
+        return f"pyttsx3 did not take the rate {rate} (it reports {engine.getProperty('rate')})"
     engine.save_to_file(request["text"], request["out"])
     engine.runAndWait()
-    return 0
+    return None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Offline speech: pyttsx3 in a child process, espeak-ng as the fallback, and a clear word when neither works.
+"""Offline speech: pyttsx3 in one child process, espeak-ng as the fallback, and a clear word when neither works.
 
 These need espeak-ng (Debian package ``espeak-ng``) and pyttsx3; CI installs both.
 """
@@ -38,28 +38,39 @@ def test_each_engine_writes_a_wav_whose_length_follows_the_rate(engine, tmp_path
 
 
 def test_pyttsx3_is_tried_first_and_gets_every_rate_right_when_called_again_and_again(tmp_path):
-    """In one process, a reused pyttsx3 engine came out at the wrong rate; the child processes must not."""
-    expected = {}  # the espeak-ng program, which pyttsx3 drives as a library, at the same rates
-    for rate in (375, 175):
+    """One pyttsx3 engine serves request after request, each at its own rate.
+
+    Its driver once dropped a rate (CI: a WAV asked for at 175 words a minute came out at exactly
+    the driver's start-up 200, 12% shorter); here every WAV must last what the espeak-ng program,
+    which pyttsx3 drives as a library, makes of the same sentence at the same rate, within 1%.
+    """
+    expected = {}
+    for rate in (375, 175, 80):
         speech.synthesize(SENTENCE, tmp_path / f"espeak-{rate}.wav", rate=rate, engines=("espeak-ng",))
         expected[rate] = speech.wav_duration(tmp_path / f"espeak-{rate}.wav")
-    assert expected[375] < 0.6 * expected[175]
-    for i, rate in enumerate([375, 175, 375, 175, 375, 175]):
+    assert expected[375] < 0.6 * expected[175] < 0.6 * expected[80]
+    for i, rate in enumerate([375, 175, 375, 175, 80, 175, 80, 375]):
         path = tmp_path / f"{i}.wav"
         assert speech.synthesize(SENTENCE, path, rate=rate) == "pyttsx3"
-        assert speech.wav_duration(path) == pytest.approx(expected[rate], abs=0.01), f"request {i} at {rate}"
+        assert speech.wav_duration(path) == pytest.approx(expected[rate], rel=0.01), f"request {i} at {rate}"
 
 
-def test_the_next_pyttsx3_child_is_started_ahead_and_not_used_under_another_environment(tmp_path, monkeypatch):
+def test_one_pyttsx3_child_serves_many_requests_and_is_replaced_when_it_dies_or_the_environment_changes(
+        tmp_path, monkeypatch):
     speech.synthesize(SENTENCE, tmp_path / "a.wav", engines=("pyttsx3",))
-    waiting = speech._warm.process
-    assert waiting is not None and waiting.poll() is None  # started, and initialising while nobody waits
+    child = speech._server.process
+    assert child is not None and child.poll() is None  # alive, waiting for the next request
     speech.synthesize(SENTENCE, tmp_path / "b.wav", engines=("pyttsx3",))
-    assert waiting.returncode == 0  # it served that request (a child thrown away is killed)
+    assert speech._server.process is child  # no new process per request
+    child.kill()
+    child.wait()
+    assert speech.synthesize(SENTENCE, tmp_path / "c.wav", engines=("pyttsx3",)) == "pyttsx3"  # a fresh one
+    assert speech._server.process is not child and speech.wav_duration(tmp_path / "c.wav") > 1.0
     (tmp_path / "pyttsx3.py").write_text("raise ImportError('pyttsx3 is not installed')\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     with pytest.raises(speech.SpeechError, match="pyttsx3 is not installed"):
-        speech.synthesize(SENTENCE, tmp_path / "c.wav", engines=("pyttsx3",))
+        speech.synthesize(SENTENCE, tmp_path / "d.wav", engines=("pyttsx3",))
+    assert speech._server.process is None  # a child that failed is not kept
 
 
 def test_concurrent_requests_are_serialised_and_all_succeed(tmp_path):
@@ -105,9 +116,13 @@ def test_text_that_looks_like_an_option_is_spoken_not_parsed(tmp_path):
     assert speech.wav_duration(path) > 0.5
 
 
-def test_a_hung_engine_is_stopped_by_the_time_limit(tmp_path):
+def test_a_hung_engine_is_stopped_by_the_time_limit_and_the_next_request_gets_a_fresh_one(tmp_path):
+    speech.synthesize(SENTENCE, tmp_path / "x.wav", engines=("pyttsx3",))
+    child = speech._server.process
     with pytest.raises(speech.SpeechError, match="longer than"):
         speech.synthesize(SENTENCE, tmp_path / "x.wav", engines=("pyttsx3",), timeout=0.001)
+    assert child.poll() is not None and speech._server.process is None  # killed, not left running
+    assert speech.synthesize(SENTENCE, tmp_path / "y.wav", engines=("pyttsx3",)) == "pyttsx3"
 
 
 def test_espeak_ng_takes_over_when_pyttsx3_is_missing(tmp_path, monkeypatch):
