@@ -280,9 +280,9 @@ class AppState:
     def save_grid(self, described: Description, opacity=None) -> Path:
         """Write the combined heatmap image (caption, photo, one panel per word, colour key) as a JPEG.
 
-        JPEG, not PNG: a grid of photos compresses badly losslessly (1.4 MB in 73 ms at PNG's
-        fastest level, against 0.35 MB in 14 ms at quality 90 without chroma subsampling, which
-        keeps the labels sharp): under load, saving the PNG was the largest part of a request.
+        JPEG, not PNG: a grid of photos compresses badly losslessly, and under load saving the PNG
+        was the largest part of a request. Quality 90 without chroma subsampling keeps the labels
+        sharp. ``python benchmarks/grid_formats.py`` times both (README, Reliability and performance).
         """
         path = self.scratch.path(".jpg")
         image = heatmap.grid_image(described.photo, described.caption.words, described.caption.attention,
