@@ -4,8 +4,8 @@ Starts ``python app.py`` on 127.0.0.1 (a free port) with the given model folder,
 
 - ``/describe``: one call from the photo to the caption, the heatmaps (the grid image with a
   labelled heatmap per word, and their alt texts) and the spoken caption, downloaded by the
-  client. This is "submit to caption, heatmaps and audio", the figure the goal is about
-  (p50 at most 1 s).
+  client. This is "submit to caption, heatmaps and audio", the figure the goals are about
+  (p50 at most 1 s for the page; issue 10: at most 300 ms).
 - a round of three calls, as a client wanting them one at a time would make: /caption, /speak
   (the hedged caption), /heatmaps. The app keeps recent results by photo content, so /heatmaps
   does not caption the same photo again.
@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{'call':<14} {'p50 ms':>8} {'p90 ms':>8}   ({args.runs} rounds after {args.warmup} warm-up)")
             for key, values in times.items():
                 print(f"{key:<14} {1000 * np.median(values):8.0f} {1000 * np.percentile(values, 90):8.0f}")
-            print("goal: /describe (submit to caption, heatmaps and audio) p50 at most 1000 ms")
+            p50 = 1000 * np.median(times["/describe"])
+            print(f"goals: /describe (submit to caption, heatmaps and audio) p50 at most 1000 ms "
+                  f"({'met' if p50 <= 1000 else 'not met'}), at most 300 ms ({'met' if p50 <= 300 else 'not met'})")
             print(f"app resident memory after {args.warmup + args.runs} rounds: {resident_mib(process.pid):.0f} MiB")
         finally:
             stop(process)
