@@ -6,8 +6,9 @@ so it runs in one child process (``python -m captioner.speech``, see
 time limit; a hung or failed child is killed and the next request starts a
 new one. Its driver drops a speaking rate that libespeak-ng has not applied
 yet (see :func:`_speak`), which once made a reused engine speak at the wrong
-rate; the child now waits for each rate and checks it. If pyttsx3 fails, the ``espeak-ng`` program is tried.
-If neither works, :func:`check` says so and the app captions without speech.
+rate; the child now waits for each rate and checks it. If pyttsx3 fails, the
+``espeak-ng`` program is tried. If neither works, :func:`check` says so and
+the app captions without speech.
 """
 from __future__ import annotations
 
@@ -116,9 +117,10 @@ class _Server:
     The child (``python -m captioner.speech``) starts pyttsx3 once, then reads
     one JSON request per line on stdin and answers each with one JSON line on
     its own pipe. A child per request paid for starting Python and pyttsx3
-    every time, which cost more than the synthesis itself. A child that fails, hangs past the time limit or was started
-    under other environment variables (for example another PYTHONPATH) is
-    stopped, and the next request starts a fresh one. Only called with
+    every time, which cost more than the synthesis itself. A child that
+    fails, hangs past the time limit or was started under other environment
+    variables (for example another PYTHONPATH) is stopped, and the next
+    request starts a fresh one. Only called with
     ``_lock`` held.
     """
 
