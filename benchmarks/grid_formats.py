@@ -18,10 +18,10 @@ import numpy as np
 from common import timed
 
 from captioner import heatmap
-from captioner.app_logic import DISPLAY_SIDE
+from captioner.app_logic import DISPLAY_SIDE, GRID_JPEG
 from captioner.pipeline import DEFAULT_EXAMPLES, DEFAULT_MODEL, Captioner
 
-FORMATS = {"JPEG q90 4:4:4 (the app)": dict(format="JPEG", quality=90, subsampling=0),
+FORMATS = {"JPEG q90 4:4:4 (the app)": GRID_JPEG,
            "PNG compress_level=1": dict(format="PNG", compress_level=1)}
 
 

@@ -33,6 +33,7 @@ from .pipeline import Captioner, Description, ModelFolderError
 log = logging.getLogger(__name__)
 
 MIN_BEAM, MAX_BEAM = 1, 10
+GRID_JPEG = {"format": "JPEG", "quality": 90, "subsampling": 0}  # how the heatmap grid is saved
 DISPLAY_SIDE = 448  # longer side of the photo under each heatmap in the gallery
 IDLE_MESSAGE = "No photo chosen yet. Choose a photo, then press Caption."
 BUSY_MESSAGE = "Describing the photo…"  # announced at once, so the visitor knows the button worked
@@ -280,14 +281,14 @@ class AppState:
     def save_grid(self, described: Description, opacity=None) -> Path:
         """Write the combined heatmap image (caption, photo, one panel per word, colour key) as a JPEG.
 
-        JPEG, not PNG: a grid of photos compresses badly losslessly, and under load saving the PNG
-        was the largest part of a request. Quality 90 without chroma subsampling keeps the labels
-        sharp. ``python benchmarks/grid_formats.py`` times both (README, Reliability and performance).
+        JPEG, not PNG: a grid of photos compresses badly losslessly, and saving it as PNG took
+        longer than drawing it. Quality 90 without chroma subsampling keeps the labels sharp.
+        ``python benchmarks/grid_formats.py`` times both (README, Reliability and performance).
         """
         path = self.scratch.path(".jpg")
         image = heatmap.grid_image(described.photo, described.caption.words, described.caption.attention,
                                    title=described.hedged, opacity=clamp_opacity(opacity))
-        image.save(path, format="JPEG", quality=90, subsampling=0)
+        image.save(path, **GRID_JPEG)
         return path
 
     def speak(self, text: str, rate=None) -> Path:
