@@ -4,11 +4,14 @@
     python train.py --data-dir ../shared/flickr8k --out runs/xe/model                   # cross-entropy
     python train.py --data-dir ../shared/flickr8k --scst-epochs 10 --out runs/scst/model  # then SCST
     python train.py --data-dir ../shared/flickr8k --init-from assets/model --scst-epochs 10  # SCST alone
+    python train.py --data-dir ../shared/flickr8k --init-from runs/xe/model --finetune-block5 2 --scst-epochs 10
 
-Stages: cross-entropy (``--epochs``), then self-critical sequence training
-(``--scst-epochs``, in RUN_DIR/scst) from the cross-entropy stage's best epoch,
-or from the decoder of a model folder given by ``--init-from``. Kill it at any
-time; ``--resume`` continues each stage from its last finished epoch.
+Stages: cross-entropy (``--epochs``), then optionally VGG16's block5 fine-tuned
+with the decoder (``--finetune-block5``, in RUN_DIR/finetune), then
+self-critical sequence training (``--scst-epochs``, in RUN_DIR/scst), each from
+the best epoch of the stage before it; ``--init-from`` skips cross-entropy and
+starts from a model folder's decoder. Kill it at any time; ``--resume``
+continues each stage from its last finished epoch.
 """
 from __future__ import annotations
 
@@ -56,11 +59,14 @@ def parse_args(argv=None):
     for name in ("dropout", "length_penalty"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     for name in ("epochs", "batch_size", "min_word_count", "patience", "seed", "max_images", "eval_images",
-                 "average_last", "scst_epochs", "scst_samples", "scst_photos", "scst_max_words"):
+                 "average_last", "scst_epochs", "scst_samples", "scst_photos", "scst_max_words", "finetune_photos"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(t, name))
     for name in ("learning_rate", "lr_decay", "alpha_c", "label_smoothing", "clip_norm", "scst_learning_rate",
-                 "scst_xe_weight"):
+                 "scst_xe_weight", "finetune_learning_rate"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(t, name))
+    p.add_argument("--finetune-block5", type=int, default=t.finetune_block5, metavar="EPOCHS",
+                   help="after cross-entropy (or from --init-from), train VGG16's block5 with the decoder for "
+                        "this many epochs, on cached block4_pool features; the model folder then ships that encoder")
     p.add_argument("--scst-baseline", choices=("mean", "greedy"), default=t.scst_baseline,
                    help="what a sampled caption's reward is compared with: the mean of the photo's other "
                         "samples, or the reward of its greedy caption (Rennie et al.)")
@@ -86,14 +92,16 @@ def main(argv=None):
     elif args.encoder_weights != DEFAULT_ENCODER_WEIGHTS:
         config = dataclasses.replace(config, encoder_weights=f"{args.encoder_weights.name} (user-supplied)")
     tcfg = TrainConfig(**pick(TrainConfig))
+    encoder_weights = args.encoder_weights
     if args.init_from:
-        if not tcfg.scst_epochs:
-            sys.exit("--init-from starts self-critical training: give --scst-epochs too")
+        if not (tcfg.scst_epochs or tcfg.finetune_block5):
+            sys.exit("--init-from starts block5 fine-tuning or self-critical training: give --finetune-block5 "
+                     "or --scst-epochs too")
         config, vocab, start, earlier = start_from_folder(args.init_from)
         dtype = args.dtype or earlier.get("features_dtype")  # the features the folder's decoder learnt from
         earlier = [earlier]
     else:
-        model, run = train(args.data_dir, args.run_dir, config, tcfg, args.encoder_weights, args.cache_dir,
+        model, run = train(args.data_dir, args.run_dir, config, tcfg, encoder_weights, args.cache_dir,
                            resume=args.resume, dtype=args.dtype, progress=not args.quiet)
         vocab, start, earlier = run.vocab, run.best_checkpoint / WEIGHTS, [run.summary()]
         dtype = run.compute_dtype  # SCST reads the features cross-entropy read
@@ -102,9 +110,25 @@ def main(argv=None):
 
             start = args.run_dir / "averaged.weights.h5"
             save_model_weights(model, start)
+    if tcfg.finetune_block5:
+        from captioner.model import save_model_weights
+        from captioner.training.finetune import decoder_model, run_on_encoder, train_finetune
+
+        model, run, encoder_weights = train_finetune(
+            args.data_dir, args.run_dir / "finetune", config, vocab, start, tcfg, encoder_weights, args.cache_dir,
+            earlier=earlier, resume=args.resume, dtype=dtype, progress=not args.quiet)
+        model = decoder_model(model, config, len(vocab))
+        if run.best_epoch:  # the next stage, and the model folder, get the fine-tuned encoder
+            config = dataclasses.replace(config, encoder_weights=f"{config.encoder_weights}; block5 fine-tuned "
+                                                                 f"on Flickr8k ({run.best_epoch} epochs)")
+        start = args.run_dir / "finetune" / f"decoder-{run.best_epoch:03d}.weights.h5"
+        save_model_weights(model, start)
+        earlier = run.earlier + [run.summary()]  # the cross-entropy stage, this stage's start, this stage
+        if not tcfg.scst_epochs:  # exported as it is: test is scored on the fine-tuned encoder's features
+            run = run_on_encoder(run, config, encoder_weights, args.cache_dir, progress=not args.quiet)
     if tcfg.scst_epochs:
         model, run = train_scst(args.data_dir, args.run_dir / "scst", config, vocab, start, tcfg,
-                                args.encoder_weights, args.cache_dir, earlier=earlier, resume=args.resume,
+                                encoder_weights, args.cache_dir, earlier=earlier, resume=args.resume,
                                 dtype=dtype, progress=not args.quiet)
     out = args.out or args.run_dir / "model"
     metrics = export_run(model, run, out, beam_sizes=[int(b) for b in args.beam_sizes.split(",")], coco=args.coco,

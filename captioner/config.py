@@ -104,6 +104,11 @@ class TrainConfig:
     eval_images: int | None = None  # dev photos scored after each epoch (None: all)
     average_last: int = 1  # average the weights of the last N epochs if that helps dev BLEU-4 (1: off)
     jit_compile: bool = False  # XLA: one real epoch here took 427 s with it, 283 s without (see README)
+    # --- block5 fine-tuning, after cross-entropy: VGG16's block5 trained jointly with the decoder
+    # (cross-entropy, on cached block4_pool features), before SCST
+    finetune_block5: int = 0  # epochs; 0: no fine-tuning stage (the encoder stays as built)
+    finetune_learning_rate: float = 3e-5  # for block5 and the decoder alike
+    finetune_photos: int = 16  # photos per batch, each with all its captions (block5 runs once per photo)
     # --- self-critical sequence training (Rennie et al. 2017), after cross-entropy: captions sampled
     # per photo, each rewarded by its CIDEr-D minus the mean reward of the photo's other samples
     scst_epochs: int = 0  # 0: no SCST stage

@@ -44,7 +44,7 @@ def export_run(model, run: Run, out_dir: Path, beam_sizes=(1, 3, 5), coco: bool 
         "test": {str(k): v for k, v in table.items()},
         "dev_hedging": hedging,
         "shipped_beam_size": config.beam_size,
-        "stage": run.stage,  # "xe" (cross-entropy) or "scst" (self-critical, after "earlier_stages")
+        "stage": run.stage,  # "xe" (cross-entropy), "finetune" (block5 too) or "scst" (self-critical), after "earlier_stages"
         "best_epoch": run.best_epoch,
         "best_dev_greedy": {run.monitor: run.best_score},  # the dev score that chose the epoch
         "epochs_run": run.epoch,
@@ -70,25 +70,32 @@ def model_card(config: ModelConfig, metrics: dict, table: dict, vocab_size: int)
     h = metrics["dev_hedging"]
     grid, _, width = feature_shape(config)
     (monitor, best), = metrics["best_dev_greedy"].items()
-    if metrics["stage"] == "scst":
-        xe = next((s for s in metrics["earlier_stages"] if s.get("stage") == "xe"), {})
-        start = next((s["dev"] for s in metrics["earlier_stages"] if s.get("stage") == "start"), {})
-        training = (f"Cross-entropy first ({xe.get('epochs')} epochs, "
-                    f"{(xe.get('train_seconds') or 0) / 60:.0f} minutes), then self-critical sequence training "
-                    f"(SCST, Rennie et al. 2017; reward CIDEr-D, {metrics['epochs_run']} epochs, "
-                    f"{metrics['train_seconds'] / 60:.0f} minutes, all on 2 CPU cores). Dev scores (greedy) "
-                    f"before SCST: BLEU-4 {start.get('dev_bleu4', float('nan')):.4f}, CIDEr-D "
-                    f"{start.get('dev_cider', float('nan')):.4f}; best SCST epoch {metrics['best_epoch']}: "
-                    f"{monitor.removeprefix('dev_')} {best:.4f}.")
+    stages = metrics["earlier_stages"] + [{"stage": metrics["stage"], "epochs": metrics["epochs_run"],
+                                           "train_seconds": metrics["train_seconds"],
+                                           "best_epoch": metrics["best_epoch"]}]
+    xe = next((s for s in stages if s.get("stage") == "xe"), {})
+    tuned = next((s for s in stages if s.get("stage") == "finetune"), None)
+    start = next((s["dev"] for s in reversed(metrics["earlier_stages"]) if s.get("stage") == "start"), {})
+    minutes = lambda s: f"{s.get('epochs')} epochs, {(s.get('train_seconds') or 0) / 60:.0f} minutes"  # noqa: E731
+    finetuning = (f", then VGG16's block5 trained with the decoder (cross-entropy on cached block4_pool "
+                  f"features, {minutes(tuned)})" if tuned else "")
+    if metrics["stage"] in ("scst", "finetune"):
+        last = ("self-critical sequence training (SCST, Rennie et al. 2017; reward CIDEr-D, "
+                f"{minutes(stages[-1])})" if metrics["stage"] == "scst" else "")
+        training = (f"Cross-entropy first ({minutes(xe)}){finetuning}{', then ' + last if last else ''}, "
+                    f"all on 2 CPU cores. Dev scores (greedy) before the last stage: BLEU-4 "
+                    f"{start.get('dev_bleu4', float('nan')):.4f}, CIDEr-D {start.get('dev_cider', float('nan')):.4f}; "
+                    f"its best epoch {metrics['best_epoch']}: {monitor.removeprefix('dev_')} {best:.4f}.")
     else:
         training = (f"Best dev {monitor.removeprefix('dev_')} (greedy) {best:.4f} after epoch {metrics['best_epoch']}; "
                     f"training took {metrics['train_seconds'] / 60:.0f} minutes on 2 CPU cores.")
+    frozen = "blocks 1-4 frozen, block5 fine-tuned on Flickr8k" if tuned and tuned.get("best_epoch") else "frozen"
     return f"""# Show, Attend and Tell captioner: model card
 
 **What it does.** Describes a photo in one English sentence and shows which
 part of the photo each word came from (soft attention over a 14 x 14 grid).
 
-**Architecture.** VGG16 up to `{config.encoder_layer}` (frozen, {grid * grid} regions of
+**Architecture.** VGG16 up to `{config.encoder_layer}` ({frozen}, {grid * grid} regions of
 {width} features) and an LSTM decoder with soft attention, the gating scalar
 beta and a deep output layer (Xu et al., 2015): embedding {config.embed_dim}, LSTM
 {config.lstm_units}, attention {config.attention_dim}, dropout {config.dropout}, vocabulary

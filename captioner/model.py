@@ -318,6 +318,10 @@ class CaptionModel(keras.Model):
             self.decoder.build()
         self.built = True
 
+    def region_features(self, features):
+        """The annotation vectors the decoder reads, from the features a batch holds: the same here."""
+        return features
+
     def call(self, inputs, training=False):
         features = ops.cast(inputs["features"], "float32")  # (B, L, D), cached as float16
         return self.decoder(features, inputs["captions"][:, :-1], training=training)  # (B, T, V), (B, T, L)
@@ -435,6 +439,90 @@ class SelfCriticalModel(CaptionModel):
         return {**super().get_config(), "xe_weight": self.xe_weight}
 
 
+BLOCK5 = ("block5_conv1", "block5_conv2", "block5_conv3")  # VGG16's last block, up to the shipped layer
+BELOW_BLOCK5 = "block4_pool"  # its input: 14 x 14 x 512, like its output, for a 224 photo
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Block5(layers.Layer):
+    """VGG16's block5 (three 3 x 3 convolutions with ReLU) on region rows: (B, L, D) -> (B, L, D).
+
+    Reads ``block4_pool`` features as cached for training, (B, G * G, 512), and gives what
+    ``block5_conv3`` of the whole encoder gives, so its weights go back into the encoder unchanged.
+    """
+
+    def __init__(self, grid: int = 14, width: int = 512, **kwargs):
+        super().__init__(**kwargs)
+        self.grid, self.width = grid, width
+        self.convs = [layers.Conv2D(width, 3, padding="same", activation="relu", name=name) for name in BLOCK5]
+
+    def build(self, input_shape=None):
+        shape = (None, self.grid, self.grid, self.width)
+        for conv in self.convs:
+            conv.build(shape)
+        self.built = True
+
+    def call(self, regions):
+        x = ops.reshape(ops.cast(regions, self.compute_dtype), (-1, self.grid, self.grid, self.width))  # (B, G, G, D)
+        for conv in self.convs:
+            x = conv(x)
+        return ops.reshape(x, (-1, self.grid * self.grid, self.width))  # (B, L, D)
+
+    def load_from_encoder(self, encoder) -> None:
+        """Take block5's weights from a whole VGG16 encoder (:func:`captioner.encoder.build_encoder`)."""
+        for conv in self.convs:
+            conv.set_weights(encoder.get_layer(conv.name).get_weights())
+
+    def store_in_encoder(self, encoder) -> None:
+        """Put these weights into a whole VGG16 encoder, in place of its block5."""
+        for conv in self.convs:
+            target = encoder.get_layer(conv.name)
+            target.set_weights([w.astype(target.variables[0].dtype) for w in conv.get_weights()])
+
+    def get_config(self):
+        return {**super().get_config(), "grid": self.grid, "width": self.width}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FinetuneModel(CaptionModel):
+    """The decoder trained jointly with VGG16's block5, by cross-entropy, on cached ``block4_pool`` features.
+
+    ``fit`` gets batches of photos with all their captions:
+    ``{"features": (P, L, D) block4_pool rows, "captions": (N, T + 1), "rows": (N,)}``, where
+    ``rows[i]`` is the photo of caption ``i``, so block5 runs once per photo, not once per caption
+    (it costs about 2.8 GFLOP a photo forward, three times that with its gradient).
+    Loss and metrics are :class:`CaptionModel`'s.
+    """
+
+    def __init__(self, decoder: layers.Layer, block5: layers.Layer | None = None, **kwargs):
+        super().__init__(decoder, **kwargs)
+        self.block5 = block5 or Block5(name="block5")
+
+    def build(self, input_shape=None):
+        if not self.block5.built:
+            self.block5.build()
+        super().build(input_shape)
+
+    def region_features(self, features):
+        """block4_pool rows (B, L, D) -> the block5_conv3 rows (B, L, D) the decoder reads."""
+        return self.block5(features)
+
+    def call(self, inputs, training=False):
+        regions = self.block5(inputs["features"])  # (P, L, D): a_i of each photo
+        regions = ops.take(regions, inputs["rows"], axis=0)  # (N, L, D): each caption's photo
+        return self.decoder(ops.cast(regions, "float32"), inputs["captions"][:, :-1], training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "block5": keras.saving.serialize_keras_object(self.block5)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("decoder", "block5"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
 def build_decoder(config: ModelConfig, vocab_size: int) -> layers.Layer:
     """The decoder ``config.decoder`` names: its width D comes from the encoder, its vocabulary from vocab.json."""
     if vocab_size < 5:
@@ -465,8 +553,11 @@ def save_model_weights(model: CaptionModel, path, max_shard_size: float | None =
     With ``max_shard_size`` (in GB), ``path`` ends in ``.weights.json`` and the
     weights go to shards of at most that size beside it (see Keras's ``save_weights``).
     """
-    decoder = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model.decoder))
-    clean = CaptionModel(decoder, name=model.name)  # a plain CaptionModel, whatever trained it
+    clone = lambda layer: keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))  # noqa: E731
+    if isinstance(model, FinetuneModel):  # the decoder and block5
+        clean = FinetuneModel(clone(model.decoder), clone(model.block5), name=model.name)
+    else:  # a plain CaptionModel, whatever trained it
+        clean = CaptionModel(clone(model.decoder), name=model.name)
     clean.build()
     clean.set_weights(model.get_weights())
     clean.save_weights(path, max_shard_size=max_shard_size)

@@ -33,6 +33,7 @@ class DevScores(keras.callbacks.Callback):
         hypotheses = []
         for s in range(0, len(self.features), self.batch_size):
             batch = np.asarray(self.features[s:s + self.batch_size], np.float32)
+            batch = np.asarray(self.model.region_features(batch), np.float32)  # block5 fine-tuning: its regions
             hypotheses += [c.words for c in greedy(self.model.decoder, self.vocab, batch, self.max_length,
                                                    whole_endings=self.whole_endings)]
         return {**bleu_scores(self.references, hypotheses), "cider": corpus_cider(self.references, hypotheses)}

@@ -16,7 +16,7 @@ from ..config import ModelConfig, TrainConfig
 from ..vocab import Vocabulary
 
 RECORD_VERSION = 1
-STAGES = {"xe": "dev_bleu4", "scst": "dev_cider"}  # each training stage and the dev score that picks its epoch
+STAGES = {"xe": "dev_bleu4", "finetune": "dev_cider", "scst": "dev_cider"}  # each training stage and the dev score that picks its epoch
 
 
 @dataclass
@@ -48,7 +48,8 @@ class Run:
     best_score: float = float("-inf")  # dev BLEU-4 (greedy) of best_epoch
     wait: int = 0  # epochs since best_epoch, for early stopping
     averaged: Averaged | None = None
-    # --- which stage: "xe" (cross-entropy) or "scst" (self-critical, from an earlier stage's weights),
+    # --- which stage: "xe" (cross-entropy), "finetune" (cross-entropy with VGG16's block5 trained too)
+    # or "scst" (self-critical), each after the first from an earlier stage's weights,
     # and what came before: a summary (stage, epochs, seconds, best epoch, history) of each earlier stage
     stage: str = "xe"
     earlier: list[dict] = field(default_factory=list)
@@ -60,7 +61,8 @@ class Run:
 
     @property
     def planned_epochs(self) -> int:
-        return self.train_config.scst_epochs if self.stage == "scst" else self.train_config.epochs
+        return {"scst": self.train_config.scst_epochs, "finetune": self.train_config.finetune_block5}.get(
+            self.stage, self.train_config.epochs)
 
     def summary(self) -> dict:
         """This stage in brief, for the next stage's ``earlier`` and for metrics.json."""

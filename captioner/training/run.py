@@ -1,6 +1,7 @@
 """The whole run: data, vocabulary, features, model, ``fit`` with callbacks, best epoch, averaging."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -43,9 +44,13 @@ def folder_encoder_weights(encoder_weights: Path, config: ModelConfig, cache_roo
 
 
 def prepare_features(data, config: ModelConfig, tcfg: TrainConfig, encoder_weights: Path, cache_root: Path,
-                     dtype: str | None, progress: bool = True):
+                     dtype: str | None, progress: bool = True, layer: str | None = None):
     """The three splits' photos and their features, extracted once and cached, with the encoder as the
-    model folder stores it. Returns (splits, cache, cache_dir, float16 encoder weights, dtype)."""
+    model folder stores it. Returns (splits, cache, cache_dir, float16 encoder weights, dtype).
+
+    ``layer`` reads the encoder at an earlier layer than ``config.encoder_layer`` (block5
+    fine-tuning caches ``block4_pool``); the weights file is the whole encoder's either way.
+    """
     from ..encoder import best_compute_dtype
     from ..features import extract_features, feature_cache_dir
 
@@ -55,9 +60,10 @@ def prepare_features(data, config: ModelConfig, tcfg: TrainConfig, encoder_weigh
     weights = folder_encoder_weights(encoder_weights, config, cache_root)
     dtype = dtype or best_compute_dtype(config, weights)
     files = list(dict.fromkeys(splits["train"] + splits["dev"] + splits["test"]))
-    cache_dir = feature_cache_dir(cache_root, files, config, weights, dtype)
+    read_at = dataclasses.replace(config, encoder_layer=layer) if layer else config
+    cache_dir = feature_cache_dir(cache_root, files, read_at, weights, dtype)
     start = time.perf_counter()
-    cache = extract_features([data.path(f) for f in files], cache_dir, config, weights, dtype=dtype,
+    cache = extract_features([data.path(f) for f in files], cache_dir, read_at, weights, dtype=dtype,
                              progress=progress)
     log.info("features ready in %s (%.0f s)", cache_dir, time.perf_counter() - start)
     splits = {name: [f for f in split if f in cache] for name, split in splits.items()}
