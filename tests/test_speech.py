@@ -144,3 +144,33 @@ def test_check_says_clearly_when_no_engine_works(no_engines):
     assert not status.available and status.engine is None
     assert "not available" in status.message and "Captions still work" in status.message
     assert "pyttsx3 is not installed" in status.message and "espeak-ng program is not installed" in status.message
+
+
+def test_a_pyttsx3_that_does_not_take_the_rate_is_not_used(tmp_path, monkeypatch):
+    """A driver that drops the rate (as pyttsx3's did under load) would speak at the wrong speed: the child
+    refuses it, and the espeak-ng program speaks at the rate asked for."""
+    fake = tmp_path / "pyttsx3"
+    (fake / "drivers").mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import wave\n"
+        "class _Engine:\n"
+        "    def setProperty(self, name, value):\n"
+        "        pass  # dropped\n"
+        "    def getProperty(self, name):\n"
+        "        return 200  # the driver's start-up rate\n"
+        "    def save_to_file(self, text, out):  # audio, at the wrong rate\n"
+        "        with wave.open(out, 'wb') as w:\n"
+        "            w.setnchannels(1); w.setsampwidth(2); w.setframerate(22050); w.writeframes(bytes(44100))\n"
+        "    def runAndWait(self):\n"
+        "        pass\n"
+        "def init():\n"
+        "    return _Engine()\n")
+    (fake / "drivers" / "__init__.py").write_text("")
+    (fake / "drivers" / "_espeak.py").write_text("def Synchronize():\n    pass\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(speech.SpeechError, match="did not take the rate 175"):
+        speech.synthesize(SENTENCE, tmp_path / "only.wav", rate=175, engines=("pyttsx3",))
+    assert speech.synthesize(SENTENCE, tmp_path / "a.wav", rate=175) == "espeak-ng"
+    speech.synthesize(SENTENCE, tmp_path / "b.wav", rate=175, engines=("espeak-ng",))
+    assert speech.wav_duration(tmp_path / "a.wav") == speech.wav_duration(tmp_path / "b.wav")
+    assert speech.wav_duration(tmp_path / "a.wav") != 1.0  # not the fake's audio
