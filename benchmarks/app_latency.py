@@ -14,6 +14,10 @@ Each round uses a new copy of the photo with one pixel changed, so that no call 
 the previous round's kept result. Prints p50 and p90 per call. Loopback only; the server is
 stopped at the end.
 
+Then, with the server stopped, the same /describe work in this process without Gradio
+(``AppState.describe_everything`` on the same photo files: reading, model, grid, speech),
+split into its parts, so that what Gradio and the transport add is the difference.
+
     python benchmarks/app_latency.py [--model assets/model] [--runs 20] [--beam-size 3]
 """
 from __future__ import annotations
@@ -99,9 +103,9 @@ def main(argv: list[str] | None = None) -> None:
                                               "3-call round": []}
             for index in range(args.warmup + args.runs):
                 took = {}
+                fresh = handle_file(str(variant(photo, 2 * index, Path(tmp))))  # written before the clock starts
                 t0 = time.perf_counter()
-                out = client.predict(handle_file(str(variant(photo, 2 * index, Path(tmp)))), *beam,
-                                     api_name="/describe")
+                out = client.predict(fresh, *beam, api_name="/describe")
                 took["/describe"] = time.perf_counter() - t0
                 if not out[6] or len(out[4]) != len(out[3]):
                     raise SystemExit(f"/describe did not return audio and one alt text per word: {out}")
@@ -129,6 +133,35 @@ def main(argv: list[str] | None = None) -> None:
             print(f"app resident memory after {args.warmup + args.runs} rounds: {resident_mib(process.pid):.0f} MiB")
         finally:
             stop(process)
+        in_process(args, photo, Path(tmp), np.median(times["/describe"]))
+
+
+def in_process(args, photo: Path, folder: Path, client_p50: float) -> None:
+    """The /describe work without Gradio, on the same photo files, with its parts timed."""
+    from captioner import app_logic, speech
+
+    captioner, error = app_logic.load_captioner(args.model)
+    if captioner is None:
+        raise SystemExit(error)
+    state = app_logic.AppState(captioner, speech_status=speech.check())
+    parts: dict[str, list[float]] = {"read": [], "encoder": [], "decoder": [], "grid and speech": [], "all": []}
+    for index in range(args.warmup + args.runs):
+        path = variant(photo, 2 * index, folder)  # the file the client uploaded in that round
+        t0 = time.perf_counter()
+        done = state.describe_everything(str(path), args.beam_size, None, args.rate)
+        took = time.perf_counter() - t0
+        if index < args.warmup:
+            continue
+        seconds = done.described.seconds
+        for key in ("read", "encoder", "decoder"):
+            parts[key].append(seconds.get(key, float("nan")))
+        parts["grid and speech"].append(took - sum(seconds.get(k, 0.0) for k in ("read", "encoder", "decoder")))
+        parts["all"].append(took)
+    print(f"the same /describe work in this process, without Gradio ({args.runs} rounds):")
+    for key, values in parts.items():
+        print(f"  {key:<16} p50 {1000 * np.median(values):6.0f} ms")
+    print(f"  Gradio, HTTP and the client add about {1000 * (client_p50 - np.median(parts['all'])):.0f} ms "
+          f"to the p50 of /describe")
 
 
 if __name__ == "__main__":

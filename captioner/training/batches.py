@@ -19,7 +19,51 @@ def bucket_widths(max_length: int) -> list[int]:
     return sorted({b for b in BUCKETS if b < max_length} | {max_length})
 
 
-class CaptionBatches(keras.utils.PyDataset):
+class EpochBatches(keras.utils.PyDataset):
+    """Batches planned anew for every epoch from (seed, epoch) alone, so a resumed run sees what an
+    uninterrupted one would have. Subclasses set ``self.epoch`` and define :meth:`plan` (this epoch's
+    ``self.batches``), ``__getitem__`` and :meth:`signature`."""
+
+    prefetch = 2  # batches tf.data prepares ahead
+
+    def plan(self):
+        raise NotImplementedError
+
+    def signature(self) -> dict:
+        """Each key of a batch -> (shape, dtype), None where the size changes from batch to batch."""
+        raise NotImplementedError
+
+    def start_at(self, epoch: int) -> None:
+        """Plan the batches of ``epoch`` (0-based), as an uninterrupted run would have reached it."""
+        self.epoch = epoch
+        self.plan()
+
+    def __len__(self):
+        return len(self.batches)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.plan()
+
+    def dataset(self):
+        """What ``fit`` takes: one pass is one epoch, and the next pass reshuffles.
+
+        Under TensorFlow a tf.data pipeline over :meth:`signature`; under other backends this
+        PyDataset itself (Keras calls :meth:`on_epoch_end` after each epoch).
+        """
+        from .. import backend
+
+        def one_epoch():
+            for i in range(len(self)):
+                yield self[i]
+            self.on_epoch_end()
+
+        if backend.name() != "tensorflow":
+            return self  # a keras.utils.PyDataset
+        return backend.tf_dataset(one_epoch, self.signature(), length=len(self), prefetch=self.prefetch)
+
+
+class CaptionBatches(EpochBatches):
     """Batches ``{"features": (B, L, D) float16, "captions": (B, T) int32}``, reshuffled every epoch.
 
     ``rows[i]`` is the photo (row of ``features``) of caption ``i``. Captions
@@ -60,14 +104,6 @@ class CaptionBatches(keras.utils.PyDataset):
             rng.shuffle(batches)
         self.batches = batches
 
-    def start_at(self, epoch: int) -> None:
-        """Plan the batches of ``epoch`` (0-based), as an uninterrupted run would have reached it."""
-        self.epoch = epoch
-        self.plan()
-
-    def __len__(self):
-        return len(self.batches)
-
     def __getitem__(self, index):
         bucket, members = self.batches[index]
         caps = np.zeros((len(members), bucket + 2), np.int32)  # <start> w_1 .. w_n <end> <pad> ..
@@ -75,26 +111,6 @@ class CaptionBatches(keras.utils.PyDataset):
             caps[j, : len(self.captions[i])] = self.captions[i]
         return {"features": self.features[self.rows[members]], "captions": caps}
 
-    def on_epoch_end(self):
-        self.epoch += 1
-        self.plan()
-
-    def dataset(self):
-        """What ``fit`` takes: one pass is one epoch, and the next pass reshuffles.
-
-        Batches are ``{"features": (B, L, D) float16, "captions": (B, T + 1) int32}``.
-        Under TensorFlow a tf.data pipeline whose signature leaves the caption
-        length open (None), so every bucket fits; under other backends this
-        PyDataset itself (Keras calls :meth:`on_epoch_end` after each epoch).
-        """
-        from .. import backend
-
-        def one_epoch():
-            for i in range(len(self)):
-                yield self[i]
-            self.on_epoch_end()
-
-        if backend.name() != "tensorflow":
-            return self  # a keras.utils.PyDataset
-        return backend.tf_dataset(one_epoch, {"features": ((None,) + self.features.shape[1:], "float16"),
-                                              "captions": ((None, None), "int32")}, length=len(self))
+    def signature(self) -> dict:
+        """``{"features": (B, L, D) float16, "captions": (B, T + 1) int32}``; the caption length left open."""
+        return {"features": ((None,) + self.features.shape[1:], "float16"), "captions": ((None, None), "int32")}

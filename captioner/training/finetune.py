@@ -23,14 +23,14 @@ import numpy as np
 from .. import backend
 from ..config import ModelConfig, TrainConfig
 from ..vocab import Vocabulary
-from .batches import bucket_widths, encode_captions
-from .checkpoints import STATE, latest_checkpoint, load_decoder_weights, restore_checkpoint
+from .batches import EpochBatches, bucket_widths, encode_captions
+from .checkpoints import load_decoder_weights
 from .record import Run
 
 log = logging.getLogger(__name__)
 
 
-class PhotoBatches(keras.utils.PyDataset):
+class PhotoBatches(EpochBatches):
     """Batches of ``photos`` photos with all their captions, reshuffled every epoch from (seed, epoch).
 
     Each batch: ``{"features": (P, L, D) float16, "captions": (N, T + 1) int32, "rows": (N,) int32}``,
@@ -53,13 +53,6 @@ class PhotoBatches(keras.utils.PyDataset):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.usable)
         self.batches = [order[s:s + self.photos] for s in range(0, len(order) - self.photos + 1, self.photos)]
 
-    def start_at(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.plan()
-
-    def __len__(self):
-        return len(self.batches)
-
     def __getitem__(self, index):
         photos = np.sort(self.batches[index])  # sorted: memmap reads in order
         captions = [(j, c) for j, p in enumerate(photos) for c in self.captions[p]]
@@ -70,21 +63,9 @@ class PhotoBatches(keras.utils.PyDataset):
         return {"features": np.asarray(self.features[photos]), "captions": caps,
                 "rows": np.array([j for j, _ in captions], np.int32)}
 
-    def on_epoch_end(self):
-        self.epoch += 1
-        self.plan()
-
-    def dataset(self):
-        def one_epoch():
-            for i in range(len(self)):
-                yield self[i]
-            self.on_epoch_end()
-
-        if backend.name() != "tensorflow":
-            return self
-        signature = {"features": ((None,) + self.features.shape[1:], "float16"),
-                     "captions": ((None, None), "int32"), "rows": ((None,), "int32")}
-        return backend.tf_dataset(one_epoch, signature, length=len(self))
+    def signature(self) -> dict:
+        return {"features": ((None,) + self.features.shape[1:], "float16"), "captions": ((None, None), "int32"),
+                "rows": ((None,), "int32")}
 
 
 def decoder_model(model, config: ModelConfig, vocab_size: int):
@@ -128,7 +109,7 @@ def train_finetune(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vo
     from ..flickr8k import load_data
     from ..model import BELOW_BLOCK5, Block5, FinetuneModel, build_decoder
     from .callbacks import DevScores
-    from .run import fit_with_callbacks, prepare_features
+    from .run import begin_stage, fit_with_callbacks, prepare_features, resumable
 
     if config.encoder != "vgg16" or config.encoder_layer != "block5_conv3":
         raise ValueError(f"block5 fine-tuning needs VGG16 read at block5_conv3, not {config.encoder} "
@@ -136,16 +117,10 @@ def train_finetune(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vo
     keras.utils.set_random_seed(tcfg.seed)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if checkpoint:
-        saved = Run.load(checkpoint / STATE)
-        if saved.config.architecture() != config.architecture() or saved.vocab.words != vocab.words:
-            raise ValueError(f"--resume: {run_dir} holds a fine-tuning run of another model "
-                             f"({saved.config.architecture()}, {len(saved.vocab)} words)")
-        dtype = dtype or saved.compute_dtype
+    checkpoint, saved_dtype = resumable(run_dir, resume, config, vocab, "fine-tuning")
     data = load_data(data_dir, seed=tcfg.seed)
     splits, cache, cache_dir, weights, dtype = prepare_features(data, config, tcfg, encoder_weights, cache_root,
-                                                                dtype, progress, layer=BELOW_BLOCK5)
+                                                                dtype or saved_dtype, progress, layer=BELOW_BLOCK5)
     batches = PhotoBatches(cache.rows(splits["train"]),
                            [encode_captions(data.captions[f], vocab) for f in splits["train"]],
                            tcfg.finetune_photos, config.max_length, seed=tcfg.seed)
@@ -156,31 +131,19 @@ def train_finetune(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vo
 
     keras.utils.set_random_seed(tcfg.seed)
     grid, _, width = feature_shape(config)
-    model = FinetuneModel(build_decoder(config, len(vocab)), Block5(grid, width, name="block5"), alpha_c=tcfg.alpha_c,
-                          label_smoothing=tcfg.label_smoothing, name="captioner")
+    model = FinetuneModel(build_decoder(config, len(vocab)), Block5(grid, width, name="block5"),
+                          alpha_c=tcfg.alpha_c, label_smoothing=tcfg.label_smoothing, name="captioner")
     model.build()
     model.compile(optimizer=keras.optimizers.Adam(tcfg.finetune_learning_rate, global_clipnorm=tcfg.clip_norm),
                   jit_compile=backend.jit_compile(tcfg.jit_compile))
-    if checkpoint:
-        run = restore_checkpoint(checkpoint, model)
-        run.train_config = tcfg
-        log.info("resumed block5 fine-tuning from %s after epoch %d", checkpoint, run.epoch)
-    else:
-        load_start(model, config, len(vocab), start_weights, weights)
-        run = Run(config=config, train_config=tcfg, vocab=vocab, run_dir=run_dir, data_dir=Path(data_dir),
-                  cache_dir=cache_dir, encoder_weights=weights, compute_dtype=dtype, splits=splits,
-                  stage="finetune", earlier=list(earlier or []))
-    run.run_dir, run.data_dir, run.cache_dir, run.encoder_weights = run_dir, Path(data_dir), cache_dir, weights
-    run.compute_dtype, run.splits = dtype, splits
-    batches.start_at(run.epoch)
     dev = DevScores(cache.rows(splits["dev"]), [data.captions[f] for f in splits["dev"]], vocab, config.max_length,
                     whole_endings=config.whole_endings)
-    if not checkpoint:  # the starting point, scored like every epoch after it: "epoch 0" of the record
-        dev.set_model(model)
-        start = {f"dev_{k}": v for k, v in dev.score().items()}
-        log.info("block5 fine-tuning starts from %s", {k: round(v, 4) for k, v in start.items()})
-        run.best_score = start[run.monitor]
-        run.earlier.append({"stage": "start", "dev": start})
+    fresh = Run(config=config, train_config=tcfg, vocab=vocab, run_dir=run_dir, data_dir=Path(data_dir),
+                cache_dir=cache_dir, encoder_weights=weights, compute_dtype=dtype, splits=splits,
+                stage="finetune", earlier=list(earlier or []))
+    run = begin_stage(model, checkpoint, fresh, lambda: load_start(model, config, len(vocab), start_weights, weights),
+                      dev)
+    batches.start_at(run.epoch)
     fit_with_callbacks(model, run, batches, dev, resumed=bool(checkpoint), progress=progress)
     if run.best_epoch:
         load_decoder_weights(model, run.best_checkpoint)

@@ -148,6 +148,40 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     return model, run
 
 
+def resumable(run_dir: Path, resume: bool, config: ModelConfig, vocab: Vocabulary, what: str):
+    """(checkpoint, its features' dtype) to resume a later stage from, or (None, None); refused if
+    ``run_dir`` holds a run of another model. ``what`` names the stage in the message."""
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if not checkpoint:
+        return None, None
+    saved = Run.load(checkpoint / STATE)
+    if saved.config.architecture() != config.architecture() or saved.vocab.words != vocab.words:
+        raise ValueError(f"--resume: {run_dir} holds a {what} run of another model "
+                         f"({saved.config.architecture()}, {len(saved.vocab)} words)")
+    return checkpoint, saved.compute_dtype
+
+
+def begin_stage(model, checkpoint: Path | None, fresh: Run, start, dev) -> Run:
+    """A later stage's :class:`Run`: restored from ``checkpoint`` into the compiled ``model``, or else
+    ``fresh`` after ``start()`` has loaded the starting weights, with that start scored on dev as
+    "epoch 0" of the record (an epoch must beat it to be chosen). Where the data and features lie,
+    and the settings, are ``fresh``'s (this invocation's) either way."""
+    if checkpoint:
+        run = restore_checkpoint(checkpoint, model)
+        log.info("resumed %s from %s after epoch %d", fresh.stage, checkpoint, run.epoch)
+    else:
+        start()
+        run = fresh
+        dev.set_model(model)
+        scores = {f"dev_{k}": v for k, v in dev.score().items()}
+        log.info("%s starts from %s", fresh.stage, {k: round(v, 4) for k, v in scores.items()})
+        run.best_score = scores[run.monitor]
+        run.earlier.append({"stage": "start", "dev": scores})
+    for key in ("train_config", "run_dir", "data_dir", "cache_dir", "encoder_weights", "compute_dtype", "splits"):
+        setattr(run, key, getattr(fresh, key))
+    return run
+
+
 def fit_with_callbacks(model, run: Run, batches, dev, resumed: bool, progress: bool = True) -> None:
     """``fit`` from ``run.epoch`` to the planned epochs, with dev scores, checkpoints, CSV and TensorBoard logs."""
     callbacks = [dev, Checkpointer(run),

@@ -33,14 +33,14 @@ import numpy as np
 from .. import backend
 from ..config import ModelConfig, TrainConfig
 from ..vocab import Vocabulary
-from .batches import bucket_widths, encode_captions
-from .checkpoints import STATE, latest_checkpoint, load_decoder_weights, restore_checkpoint
+from .batches import EpochBatches, bucket_widths, encode_captions
+from .checkpoints import load_decoder_weights
 from .record import Run
 
 log = logging.getLogger(__name__)
 
 
-class SelfCriticalBatches(keras.utils.PyDataset):
+class SelfCriticalBatches(EpochBatches):
     """Batches of captions sampled by the decoder as it is now, with their rewards and advantages.
 
     Each batch: ``photos`` training photos in an order set by (seed, epoch),
@@ -69,13 +69,6 @@ class SelfCriticalBatches(keras.utils.PyDataset):
     def plan(self):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.features))
         self.batches = [order[s:s + self.photos] for s in range(0, len(order) - self.photos + 1, self.photos)]
-
-    def start_at(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.plan()
-
-    def __len__(self):
-        return len(self.batches)
 
     def __getitem__(self, index):
         from ..decoding import blocked_ends, greedy, sample
@@ -109,27 +102,16 @@ class SelfCriticalBatches(keras.utils.PyDataset):
             batch["references"], batch["reference_features"] = refs, features
         return batch
 
-    def on_epoch_end(self):
-        self.epoch += 1
-        self.plan()
+    prefetch = 0  # no read-ahead: each batch is sampled with the weights of the step before it
 
-    def dataset(self):
-        """What ``fit`` takes. Under TensorFlow a tf.data pipeline without read-ahead: each batch is
-        sampled with the weights of the step before it, as the method prescribes."""
-        def one_epoch():
-            for i in range(len(self)):
-                yield self[i]
-            self.on_epoch_end()
-
-        if backend.name() != "tensorflow":
-            return self
+    def signature(self) -> dict:
         width = self.features.shape[1:]
         signature = {"features": ((None,) + width, "float16"), "captions": ((None, None), "int32"),
                      "end_blocked": ((None, None), "float32"), "advantage": ((None,), "float32"),
                      "reward": ((None,), "float32")}
         if self.references is not None:
             signature.update(references=((None, None), "int32"), reference_features=((None,) + width, "float16"))
-        return backend.tf_dataset(one_epoch, signature, length=len(self), prefetch=0)
+        return signature
 
 
 def start_from_folder(folder: Path) -> tuple[ModelConfig, Vocabulary, Path, dict]:
@@ -160,21 +142,15 @@ def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabu
     from ..flickr8k import load_data
     from ..model import SelfCriticalModel, build_decoder
     from .callbacks import DevScores
-    from .run import fit_with_callbacks, prepare_features
+    from .run import begin_stage, fit_with_callbacks, prepare_features, resumable
 
     keras.utils.set_random_seed(tcfg.seed)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if checkpoint:
-        saved = Run.load(checkpoint / STATE)
-        if saved.config.architecture() != config.architecture() or saved.vocab.words != vocab.words:
-            raise ValueError(f"--resume: {run_dir} holds a self-critical run of another model "
-                             f"({saved.config.architecture()}, {len(saved.vocab)} words)")
-        dtype = dtype or saved.compute_dtype
+    checkpoint, saved_dtype = resumable(run_dir, resume, config, vocab, "self-critical")
     data = load_data(data_dir, seed=tcfg.seed)
     splits, cache, cache_dir, weights, dtype = prepare_features(data, config, tcfg, encoder_weights, cache_root,
-                                                                dtype, progress)
+                                                                dtype or saved_dtype, progress)
     references = [data.captions[f] for f in splits["train"]]
     scorer = CiderD(references)  # document frequencies of the training references
 
@@ -183,17 +159,12 @@ def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabu
     model.build()
     model.compile(optimizer=keras.optimizers.Adam(tcfg.scst_learning_rate, global_clipnorm=tcfg.clip_norm),
                   jit_compile=backend.jit_compile(tcfg.jit_compile))
-    if checkpoint:
-        run = restore_checkpoint(checkpoint, model)
-        run.train_config = tcfg
-        log.info("resumed self-critical training from %s after epoch %d", checkpoint, run.epoch)
-    else:
-        load_decoder_weights(model, start_weights, file=True)
-        run = Run(config=config, train_config=tcfg, vocab=vocab, run_dir=run_dir, data_dir=Path(data_dir),
-                  cache_dir=cache_dir, encoder_weights=weights, compute_dtype=dtype, splits=splits, stage="scst",
-                  earlier=list(earlier or []))
-    run.run_dir, run.data_dir, run.cache_dir, run.encoder_weights = run_dir, Path(data_dir), cache_dir, weights
-    run.compute_dtype, run.splits = dtype, splits
+    dev = DevScores(cache.rows(splits["dev"]), [data.captions[f] for f in splits["dev"]], vocab, config.max_length,
+                    whole_endings=config.whole_endings)
+    fresh = Run(config=config, train_config=tcfg, vocab=vocab, run_dir=run_dir, data_dir=Path(data_dir),
+                cache_dir=cache_dir, encoder_weights=weights, compute_dtype=dtype, splits=splits, stage="scst",
+                earlier=list(earlier or []))
+    run = begin_stage(model, checkpoint, fresh, lambda: load_decoder_weights(model, start_weights, file=True), dev)
 
     encoded = None
     if tcfg.scst_xe_weight:  # the references the cross-entropy term reads, within the length limit
@@ -208,14 +179,6 @@ def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabu
     log.info("self-critical training: %d batches of %d photos x %d samples", len(batches), tcfg.scst_photos,
              tcfg.scst_samples)
     batches.start_at(run.epoch)
-    dev = DevScores(cache.rows(splits["dev"]), [data.captions[f] for f in splits["dev"]], vocab, config.max_length,
-                    whole_endings=config.whole_endings)
-    if not checkpoint:  # the starting point, scored like every epoch after it: "epoch 0" of the record
-        dev.set_model(model)
-        start = {f"dev_{k}": v for k, v in dev.score().items()}
-        log.info("self-critical training starts from %s", {k: round(v, 4) for k, v in start.items()})
-        run.best_score = start[run.monitor]
-        run.earlier.append({"stage": "start", "dev": start})
     fit_with_callbacks(model, run, batches, dev, resumed=bool(checkpoint), progress=progress)
     if run.best_epoch:
         load_decoder_weights(model, run.best_checkpoint)
