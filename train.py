@@ -67,6 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--finetune-block5", type=int, default=t.finetune_block5, metavar="EPOCHS",
                    help="after cross-entropy (or from --init-from), train VGG16's block5 with the decoder for "
                         "this many epochs, on cached block4_pool features; the model folder then ships that encoder")
+    p.add_argument("--finetune-decoder", action=argparse.BooleanOptionalAction, default=t.finetune_decoder,
+                   help="with --finetune-block5: train the decoder jointly with block5 (default), or keep it frozen")
     p.add_argument("--scst-baseline", choices=("mean", "greedy"), default=t.scst_baseline,
                    help="what a sampled caption's reward is compared with: the mean of the photo's other "
                         "samples, or the reward of its greedy caption (Rennie et al.)")

@@ -11,7 +11,14 @@ graphs. Prints errors, p50 and p95 latency, captions per second over the measure
 the app's resident memory (its process and its children) after request 50 and after the last,
 with the growth between them (goal: at most 5%).
 
+The clients share the 2 cores with the server, so what a client spends is taken from the app.
+gradio_client by default verifies TLS certificates, and builds a new HTTP client (loading its
+certificate bundle, about 30 ms) for each of its five connections per call, even over plain
+HTTP; ``--ssl-verify both`` (the default) measures the same load with the default clients and
+with ``ssl_verify=False`` clients (nothing to verify on http://127.0.0.1), one after the other.
+
     python benchmarks/load.py [--model assets/model] [--clients 16] [--requests 10] [--warmup 40]
+                              [--ssl-verify both|on|off]
 
 Loopback only; the server is stopped at the end.
 """
@@ -70,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=10, help="measured /describe calls per client (1-100)")
     parser.add_argument("--warmup", type=int, default=40, help="unmeasured calls first, over all clients")
     parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--ssl-verify", choices=("both", "on", "off"), default="both",
+                        help="gradio_client's ssl_verify: on (its default), off, or both, one after the other")
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 64 or not 1 <= args.requests <= 100 or not 0 <= args.warmup <= 1000:
         parser.error("--clients must be 1-64, --requests 1-100 and --warmup 0-1000")
@@ -78,20 +87,19 @@ def main(argv: list[str] | None = None) -> None:
 
     from gradio_client import Client, handle_file
 
+    passes = {"both": (True, False), "on": (True,), "off": (False,)}[args.ssl_verify]
     measured = args.clients * args.requests
+    total = args.warmup + measured * len(passes)
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
-        photos = photo_variants(Path(tmp), args.warmup + measured)
+        photos = photo_variants(Path(tmp), total)
         try:
             process, url = start_app({"CAPTIONER_MODEL": str(args.model)}, Path(tmp) / "app.log", STARTUP_SECONDS)
         except AppDidNotStart as exc:
             raise SystemExit(str(exc)) from exc
         try:
-            clients = [Client(url, verbose=False, httpx_kwargs={"timeout": CALL_TIMEOUT})
-                       for _ in range(args.clients)]
             served, memory, lock = [0], {}, threading.Lock()
-            errors: list[str] = []
 
-            def call(client, photo: Path) -> float:
+            def call(client, photo: Path, errors: list[str]) -> float:
                 start = time.perf_counter()
                 try:
                     out = client.predict(handle_file(str(photo)), args.beam_size, api_name="/describe")
@@ -103,36 +111,43 @@ def main(argv: list[str] | None = None) -> None:
                 took = time.perf_counter() - start
                 with lock:
                     served[0] += 1
-                    if served[0] in (MEMORY_AT, args.warmup + measured):
+                    if served[0] in (MEMORY_AT, total):
                         memory[served[0]] = tree_resident_mib(process.pid)
                 return took
 
-            def run(batch: list[Path], per_client: int) -> list[float]:
-                def client_loop(k: int) -> list[float]:
-                    mine = batch[k * per_client:(k + 1) * per_client]
-                    return [call(clients[k], p) for p in mine]
-                with ThreadPoolExecutor(max_workers=args.clients) as pool:
-                    return [t for ts in pool.map(client_loop, range(args.clients)) for t in ts]
+            def make_clients(verify: bool) -> list:
+                return [Client(url, verbose=False, ssl_verify=verify, httpx_kwargs={"timeout": CALL_TIMEOUT})
+                        for _ in range(args.clients)]
 
             warm = photos[:args.warmup]
             if warm:
+                clients, errors = make_clients(passes[0]), []
                 with ThreadPoolExecutor(max_workers=args.clients) as pool:
-                    list(pool.map(lambda i: call(clients[i % args.clients], warm[i]), range(len(warm))))
-            start = time.perf_counter()
-            times = run(photos[args.warmup:], args.requests)
-            wall = time.perf_counter() - start
+                    list(pool.map(lambda i: call(clients[i % args.clients], warm[i], errors), range(len(warm))))
             print(f"{args.clients} clients x {args.requests} /describe calls (beam {args.beam_size}, heatmaps and "
-                  f"speech on), {len(set(photos))} different photos, after {args.warmup} warm-up calls")
-            print(f"errors: {len(errors)}")
-            for e in errors[:5]:
-                print(f"  {e}")
-            print(f"latency: p50 {np.median(times):.2f} s, p95 {np.percentile(times, 95):.2f} s, "
-                  f"max {max(times):.2f} s")
-            print(f"throughput: {measured / wall:.2f} captions/s ({measured} in {wall:.1f} s; goal: at least 6)")
-            first, last = memory.get(MEMORY_AT), memory.get(args.warmup + measured)
+                  f"speech on) per pass, {len(set(photos))} different photos, after {args.warmup} warm-up calls")
+            for n, verify in enumerate(passes):
+                clients, errors = make_clients(verify), []
+                batch = photos[args.warmup + n * measured:args.warmup + (n + 1) * measured]
+
+                def client_loop(k: int) -> list[float]:
+                    return [call(clients[k], p, errors) for p in batch[k * args.requests:(k + 1) * args.requests]]
+
+                start = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=args.clients) as pool:
+                    times = [t for ts in pool.map(client_loop, range(args.clients)) for t in ts]
+                wall = time.perf_counter() - start
+                print(f"clients with ssl_verify={verify}{' (gradio_client default)' if verify else ''}:")
+                print(f"  errors: {len(errors)}")
+                for e in errors[:5]:
+                    print(f"    {e}")
+                print(f"  latency: p50 {np.median(times):.2f} s, p95 {np.percentile(times, 95):.2f} s, "
+                      f"max {max(times):.2f} s")
+                print(f"  throughput: {measured / wall:.2f} captions/s ({measured} in {wall:.1f} s; goal: at least 6)")
+            first, last = memory.get(MEMORY_AT), memory.get(total)
             if first and last:
                 print(f"app resident memory: {first:.0f} MiB after request {MEMORY_AT}, {last:.0f} MiB after request "
-                      f"{args.warmup + measured}: {100 * (last / first - 1):+.1f}% (goal: at most +5%)")
+                      f"{total}: {100 * (last / first - 1):+.1f}% (goal: at most +5%)")
         finally:
             stop(process)
 

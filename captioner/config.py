@@ -107,8 +107,9 @@ class TrainConfig:
     # --- block5 fine-tuning, after cross-entropy: VGG16's block5 trained jointly with the decoder
     # (cross-entropy, on cached block4_pool features), before SCST
     finetune_block5: int = 0  # epochs; 0: no fine-tuning stage (the encoder stays as built)
-    finetune_learning_rate: float = 3e-5  # for block5 and the decoder alike
+    finetune_learning_rate: float = 3e-5  # for block5 (and the decoder, if it trains too)
     finetune_photos: int = 16  # photos per batch, each with all its captions (block5 runs once per photo)
+    finetune_decoder: bool = True  # train the decoder too (jointly); False: block5 alone, the decoder frozen
     # --- self-critical sequence training (Rennie et al. 2017), after cross-entropy: captions sampled
     # per photo, each rewarded by its CIDEr-D minus the mean reward of the photo's other samples
     scst_epochs: int = 0  # 0: no SCST stage

@@ -221,3 +221,21 @@ def test_train_py_runs_cross_entropy_then_block5_then_scst_into_one_folder(tmp_p
     train.main(argv + ["--resume"])
     again = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert again["earlier_stages"] == metrics["earlier_stages"] and again["history"] == metrics["history"]
+
+
+def test_block5_alone_leaves_the_decoder_as_it_was(tmp_path, half_trained, synthetic_data, encoder_weights,
+                                                   tiny_config):
+    from captioner.model import build_model
+    from captioner.training.checkpoints import load_decoder_weights
+    from captioner.training.finetune import train_finetune
+
+    xe, start, cache = half_trained
+    tcfg = dataclasses.replace(FINETUNE, finetune_block5=1, finetune_decoder=False)
+    model, run, _ = train_finetune(synthetic_data[0], tmp_path / "ft", tiny_config, xe.vocab, start, tcfg,
+                                   encoder_weights, cache, dtype="float32", progress=False)
+    before = build_model(tiny_config, len(xe.vocab))
+    load_decoder_weights(before, start, file=True)
+    for a, b in zip(before.decoder.get_weights(), model.decoder.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    trained = [v.path for v in model.trainable_variables]
+    assert trained and all("block5" in p for p in trained), trained

@@ -134,6 +134,7 @@ def train_finetune(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vo
     model = FinetuneModel(build_decoder(config, len(vocab)), Block5(grid, width, name="block5"),
                           alpha_c=tcfg.alpha_c, label_smoothing=tcfg.label_smoothing, name="captioner")
     model.build()
+    model.decoder.trainable = tcfg.finetune_decoder  # frozen, it still runs with dropout (training=True)
     model.compile(optimizer=keras.optimizers.Adam(tcfg.finetune_learning_rate, global_clipnorm=tcfg.clip_norm),
                   jit_compile=backend.jit_compile(tcfg.jit_compile))
     dev = DevScores(cache.rows(splits["dev"]), [data.captions[f] for f in splits["dev"]], vocab, config.max_length,
