@@ -485,7 +485,8 @@ class Block5(layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FinetuneModel(CaptionModel):
-    """The decoder trained jointly with VGG16's block5, by cross-entropy, on cached ``block4_pool`` features.
+    """The decoder and VGG16's block5, trained by cross-entropy on cached ``block4_pool`` features
+    (both, or block5 alone with the decoder frozen: ``TrainConfig.finetune_decoder``).
 
     ``fit`` gets batches of photos with all their captions:
     ``{"features": (P, L, D) block4_pool rows, "captions": (N, T + 1), "rows": (N,)}``, where
