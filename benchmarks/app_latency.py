@@ -139,9 +139,44 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"goals, {key} (submit to caption, heatmaps and audio): p50 at most 1000 ms "
                       f"({'met' if p50 <= 1000 else 'not met'}), at most 300 ms ({'met' if p50 <= 300 else 'not met'})")
             print(f"app resident memory after {args.warmup + args.runs} rounds: {resident_mib(process.pid):.0f} MiB")
+            client_costs(lambda which: which.predict(handle_file(str(variant(photo, 9999, Path(tmp)))), *beam,
+                                                     api_name="/describe"), client, plain)
         finally:
             stop(process)
         in_process(args, photo, Path(tmp), np.median(times["/describe"]))
+
+
+def client_costs(describe, client, plain) -> None:
+    """What one /describe costs gradio_client itself: the HTTP requests and new ``httpx`` clients it
+    makes (counted by wrapping httpx for one call of each client), and what making one costs."""
+    import httpx
+
+    counts = {"requests": 0, "clients": 0}
+    send, init = httpx.Client.send, httpx.Client.__init__
+
+    def counting_send(self, *a, **k):
+        counts["requests"] += 1
+        return send(self, *a, **k)
+
+    def counting_init(self, *a, **k):
+        counts["clients"] += 1
+        init(self, *a, **k)
+
+    for name, which in (("default client", client), ("ssl_verify=False", plain)):
+        counts.update(requests=0, clients=0)
+        httpx.Client.send, httpx.Client.__init__ = counting_send, counting_init
+        try:
+            describe(which)
+        finally:
+            httpx.Client.send, httpx.Client.__init__ = send, init
+        print(f"one /describe, {name}: {counts['requests']} HTTP requests, {counts['clients']} new httpx clients")
+    for verify in (True, False):
+        took = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            httpx.Client(verify=verify).close()
+            took.append(time.perf_counter() - t0)
+        print(f"making one httpx.Client(verify={verify}): p50 {1000 * np.median(took):.1f} ms")
 
 
 def in_process(args, photo: Path, folder: Path, client_p50: float) -> None:
