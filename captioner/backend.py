@@ -23,10 +23,12 @@ def name() -> str:
     return keras.backend.backend()
 
 
-def compile_function(fn, owner):
+def compile_function(fn, owner, xla: bool = False):
     """``fn`` compiled once per input shape; ``owner`` is the layer (or model) whose weights it reads.
 
-    Under TensorFlow the graph reads the variables as they are when it runs.
+    Under TensorFlow the graph reads the variables as they are when it runs;
+    ``xla`` compiles it with XLA instead (``jit_compile``: fused kernels, one
+    compile for each new input shape).
     Under JAX a jitted function would freeze the weights it saw when traced,
     so the weights are passed in as arguments on every call (new weights after
     ``load_weights`` or a training epoch are used at once, without retracing).
@@ -35,7 +37,17 @@ def compile_function(fn, owner):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, reduce_retracing=True)
+        function = tf.function(fn, jit_compile=True) if xla else tf.function(fn, reduce_retracing=True)
+        concrete = {}  # (shape, dtype) of each argument -> the graph traced for them
+
+        def call(*args):  # the traced graph called directly: a decoder step is a few ms, tf.function's
+            args = [tf.convert_to_tensor(a) for a in args]  # own dispatch about 1 ms of it
+            key = tuple((tuple(a.shape), a.dtype) for a in args)
+            if key not in concrete:
+                concrete[key] = function.get_concrete_function(*args)
+            return concrete[key](*args)
+
+        return call
     if backend == "jax":
         import jax
 

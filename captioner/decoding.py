@@ -12,6 +12,7 @@ unfinished ("sitting on a blue"): ``<end>`` is ruled out after such words
 """
 from __future__ import annotations
 
+import json
 import weakref
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from .backend import compile_function, to_numpy
+from .backend import name as backend_name
 from .grammar import EndingRule
 from .vocab import Vocabulary
 
@@ -46,33 +48,170 @@ class Caption:
         return self.log_prob / max(1, len(self.words) + int(self.ended))
 
 
-_compiled = weakref.WeakKeyDictionary()
+STEP_COMPILERS = ("graph", "xla")  # how the decoder step is compiled under TensorFlow (JAX: always XLA)
+ENV_STEP = "CAPTIONER_DECODER_STEP"  # forces the choice, e.g. CAPTIONER_DECODER_STEP=graph
+STEP_GAIN = 0.9  # XLA is chosen only if its step takes at most this share of the graph's
+STEP_AGREEMENT = 1e-3  # ... and its log-probabilities differ from the graph's by at most this
+STEP_ROUNDS, STEP_CALLS = 3, 20  # timing: alternating rounds (best of each), calls a round
 
 
-def _functions(decoder):
-    """prepare() and a step that returns log-probabilities, compiled once per decoder (any backend).
+def row_bucket(rows: int) -> int:
+    """The rows an XLA step is compiled for: the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, 32 ...
+
+    XLA compiles once for each input shape (about 0.7 s for the shipped decoder), and a beam
+    search's rows change as beams finish and photos arrive together; padded to these sizes, a
+    handful of compiles serve every search, and at most a third of a step's rows are padding.
+    """
+    power = 1
+    while power < rows:
+        power *= 2
+    three_quarters = power * 3 // 4  # 3, 6, 12, 24 ...
+    return three_quarters if power >= 4 and three_quarters >= rows else power
+
+
+class _Steps:
+    """A decoder's prepare() and step, compiled once (any backend), the step as measured fastest.
 
     ``prepare(features)`` takes numpy features (B, L, D) and returns h_0, c_0 as
     numpy and, as backend tensors, the features and their projection W_a a_i:
     those two are the same at every step, so they are handed to the step as
     they are instead of being converted from numpy again each time. The step
     returns numpy arrays: the search itself runs in numpy.
+
+    ``step(tokens, h, c, features, projected, rows)`` advances n rows: row i
+    reads photo ``rows[i]`` of the prepared features (beam search: several
+    beams of one photo), or row i itself when ``rows`` is None (greedy,
+    sampling). Compiled with XLA, every input is padded to :func:`row_bucket`
+    rows and the outputs cut back, so the search never sees the padding.
     """
-    if decoder not in _compiled:
-        prepare = compile_function(decoder.prepare, decoder)
 
-        def log_probs_step(tokens, h, c, features, projected):
-            logits, h, c, alpha, beta = decoder.step(tokens, h, c, features, projected, training=False)
-            return ops.log_softmax(logits, axis=-1), h, c, alpha, beta
+    def __init__(self, decoder, compiler: str | None = None):
+        self.decoder = decoder
+        self.compiler = compiler  # None: measured on the first prepare (see best_step_compiler)
+        self._prepare = compile_function(decoder.prepare, decoder)
+        self._compiled = {}
 
-        step = compile_function(log_probs_step, decoder)
-        def prepared(features):
-            features = ops.convert_to_tensor(np.asarray(features, np.float32))
-            h, c, projected = prepare(features)
-            return to_numpy(h), to_numpy(c), features, projected
+    def compiled(self, compiler: str, gather: bool):
+        """The step compiled by ``compiler`` ("graph" or "xla"), reading features by ``rows`` if ``gather``."""
+        if (compiler, gather) not in self._compiled:
+            decoder = self.decoder
 
-        _compiled[decoder] = (prepared, lambda *a: tuple(map(to_numpy, step(*a))))
-    return _compiled[decoder]
+            def log_probs_step(tokens, rows, h, c, features, projected):
+                if gather:  # (B, L, .) -> (n, L, .): each row's photo
+                    features, projected = ops.take(features, rows, axis=0), ops.take(projected, rows, axis=0)
+                logits, h, c, alpha, beta = decoder.step(tokens, h, c, features, projected, training=False)
+                return ops.log_softmax(logits, axis=-1), h, c, alpha, beta
+
+            self._compiled[compiler, gather] = compile_function(log_probs_step, decoder, xla=compiler == "xla")
+        return self._compiled[compiler, gather]
+
+    @property
+    def padded(self) -> bool:
+        return self.compiler == "xla" or backend_name() == "jax"  # jax.jit compiles per shape as well
+
+    def prepare(self, features):
+        features = np.asarray(features, np.float32)
+        if self.compiler is None:
+            self.compiler = best_step_compiler(self, features.shape[1:])
+        count = len(features)
+        if self.padded and row_bucket(count) > count:
+            features = np.concatenate([features, np.zeros((row_bucket(count) - count, *features.shape[1:]),
+                                                          np.float32)])
+        features = ops.convert_to_tensor(features)
+        h, c, projected = self._prepare(features)
+        return to_numpy(h)[:count], to_numpy(c)[:count], features, projected
+
+    def step(self, tokens, h, c, features, projected, rows=None):
+        n = len(tokens)
+        if self.padded:  # gathered: padded to a bucket; else as many rows as prepare padded the photos to
+            size = row_bucket(n) if rows is not None else int(features.shape[0])
+            extra = size - n
+            tokens, h, c = (np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)]) if extra else x
+                            for x in (np.asarray(tokens, np.int32), h, c))
+            if rows is not None and extra:
+                rows = np.concatenate([rows, np.zeros(extra, np.int32)])
+        step = self.compiled(self.compiler, rows is not None)
+        rows = np.zeros(0, np.int32) if rows is None else np.asarray(rows, np.int32)
+        return tuple(to_numpy(x)[:n] for x in step(tokens, rows, h, c, features, projected))
+
+
+_steps = weakref.WeakKeyDictionary()
+
+
+def _functions(decoder) -> _Steps:
+    if decoder not in _steps:
+        _steps[decoder] = _Steps(decoder)
+    return _steps[decoder]
+
+
+def best_step_compiler(steps: _Steps, shape: tuple[int, int], cache_file=None, measure=None) -> str:
+    """How to compile the decoder step on this machine: "graph" (a plain tf.function) or "xla".
+
+    Measured, like the encoder's arithmetic (:mod:`captioner.measured`): the
+    first time on a machine, both compile a beam search's step (3 beams of a
+    photo of ``shape`` = (L, D)) and take turns for :data:`STEP_ROUNDS` rounds
+    of :data:`STEP_CALLS` calls; XLA is kept if it takes at most
+    :data:`STEP_GAIN` of the graph's time and agrees within
+    :data:`STEP_AGREEMENT`. The choice is remembered per machine, libraries
+    and decoder shape (``$XDG_CACHE_HOME/captioner/decoder-step.json``) and
+    logged. ``CAPTIONER_DECODER_STEP`` forces one. Under JAX the step is always
+    XLA. ``measure`` (for tests) replaces the timing: ``measure(compiler) ->
+    (seconds, log-probabilities)``.
+    """
+    import logging
+    import os
+
+    from .measured import cache_home, machine_key, remembered
+
+    if backend_name() == "jax":
+        return "xla"
+    forced = os.environ.get(ENV_STEP)
+    if forced:
+        if forced not in STEP_COMPILERS:
+            raise ValueError(f"{ENV_STEP}={forced!r}: it must be one of {', '.join(STEP_COMPILERS)}")
+        return forced
+    decoder = steps.decoder
+    key = " | ".join([machine_key(), type(decoder).__name__, json.dumps(decoder.get_config().get("vocab_size")),
+                      *(f"{k} {decoder.get_config().get(k)}" for k in ("embed_dim", "lstm_units", "attention_dim")),
+                      f"features {tuple(int(x) for x in shape)}"])
+
+    def choose() -> dict:
+        timer = measure or _step_timer(steps, shape)
+        seconds, out = {c: float("inf") for c in STEP_COMPILERS}, {}
+        for _ in range(STEP_ROUNDS):
+            for compiler in STEP_COMPILERS:
+                took, out[compiler] = timer(compiler)
+                seconds[compiler] = min(seconds[compiler], took)
+        difference = float(np.max(np.abs(np.asarray(out["xla"]) - np.asarray(out["graph"]))))
+        xla = seconds["xla"] <= STEP_GAIN * seconds["graph"] and difference <= STEP_AGREEMENT
+        choice = "xla" if xla else "graph"
+        logging.getLogger(__name__).warning(
+            "decoder step: %s (measured on this machine: %s a step; largest difference %.1e)", choice,
+            ", ".join(f"{c} {1000 * t:.2f} ms" for c, t in seconds.items()), difference)
+        return {"compiler": choice, "seconds": seconds, "difference": difference}
+
+    cache_file = cache_file or cache_home() / "decoder-step.json"
+    return remembered(cache_file, key, "compiler", lambda c: c in STEP_COMPILERS, choose)
+
+
+def _step_timer(steps: _Steps, shape):
+    """measure(compiler) -> (seconds a step, log-probabilities): 3 beams of one photo, random features."""
+    import time
+
+    features = ops.convert_to_tensor(np.random.default_rng(0).random((1, *shape), np.float32))
+    h, c, projected = steps._prepare(features)
+    rows = np.zeros(3, np.int32)
+    tokens, h, c = np.zeros(3, np.int32), to_numpy(h)[rows], to_numpy(c)[rows]
+
+    def measure(compiler):
+        step = steps.compiled(compiler, gather=True)
+        first = to_numpy(step(tokens, rows, h, c, features, projected)[0])  # traced, compiled, warm
+        start = time.perf_counter()
+        for _ in range(STEP_CALLS):
+            [to_numpy(x) for x in step(tokens, rows, h, c, features, projected)]
+        return (time.perf_counter() - start) / STEP_CALLS, first
+
+    return measure
 
 
 def _banned(vocab: Vocabulary) -> list[int]:
@@ -142,8 +281,8 @@ def _score(log_prob: float, length: int, length_penalty: float) -> float:
 def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, length_penalty: float = 0.0,
            with_steps: bool = False, whole_endings: bool = False) -> list[Caption]:
     """The likeliest word at every step, for a batch of photos: features (B, L, D)."""
-    prepare, step = _functions(decoder)
-    h, c, features, projected = prepare(features)  # features and projected stay backend tensors
+    decode = _functions(decoder)
+    h, c, features, projected = decode.prepare(features)  # features and projected stay backend tensors
     batch = h.shape[0]
     tokens = np.full((batch,), vocab.start_id, np.int32)
     banned = _banned(vocab)
@@ -155,7 +294,7 @@ def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, le
     ended = np.zeros(batch, bool)
     before = tokens.copy()
     for t in range(max_length + 1):
-        log_probs, h, c, alpha, beta = step(tokens, h, c, features, projected)  # (B, V), (B, n) x 2, (B, L), (B, 1)
+        log_probs, h, c, alpha, beta = decode.step(tokens, h, c, features, projected)  # (B, V), (B, n) x 2, ..
         log_probs[:, banned] = -np.inf
         _forbid_end(log_probs, vocab, t, whole_endings, tokens, before)
         if t == max_length:
@@ -203,10 +342,9 @@ def beam_search_batch(decoder, vocab: Vocabulary, features: np.ndarray, beam_siz
     """
     if beam_size < 1:
         raise ValueError("beam_size must be at least 1")
-    prepare, step = _functions(decoder)
-    h, c, features, projected = prepare(np.asarray(features, np.float32))  # (B, n) x 2, (B, L, D), (B, L, A)
+    decode = _functions(decoder)
+    h, c, features, projected = decode.prepare(features)  # (B, n) x 2, (B, L, D), (B, L, A)
     count = h.shape[0]
-    gathered = {}  # the rows' photo layout -> features and projections, one row per live beam
     banned = _banned(vocab)
     # Per photo, its live beams: (tokens, log p, alphas, steps, betas); one live beam each to start.
     beams = {b: [([], 0.0, [], [], [])] for b in range(count)}
@@ -215,10 +353,7 @@ def beam_search_batch(decoder, vocab: Vocabulary, features: np.ndarray, beam_siz
     for t in range(max_length + 1):
         photos = list(beams)  # those still searching, in row order
         rows = np.concatenate([[b] * len(beams[b]) for b in photos]).astype(np.int32)  # the photo of each row
-        layout = rows.tobytes()
-        if layout not in gathered:  # the same rows step after step: gathered once
-            gathered = {layout: (ops.take(features, rows, axis=0), ops.take(projected, rows, axis=0))}
-        log_probs, h_new, c_new, alpha, beta = step(tokens, h, c, *gathered[layout])  # (n, V), (n, units) x 2..
+        log_probs, h_new, c_new, alpha, beta = decode.step(tokens, h, c, features, projected, rows)  # (n, V), ..
         log_probs[:, banned] = -np.inf
         history = [[vocab.start_id] * 2 + beam[0] for b in photos for beam in beams[b]]
         _forbid_end(log_probs, vocab, t, whole_endings, np.array([x[-1] for x in history]),
@@ -276,8 +411,8 @@ def sample(decoder, vocab: Vocabulary, features: np.ndarray, samples: int, max_l
     ``max_length`` words has no ``<end>``. Used by self-critical training, with the decoder's
     dropout off; the same rules as :func:`greedy` (no specials, no empty caption, ``whole_endings``).
     """
-    prepare, step = _functions(decoder)
-    h, c, features, projected = prepare(np.repeat(np.asarray(features, np.float32), samples, axis=0))  # N = B * K
+    decode = _functions(decoder)
+    h, c, features, projected = decode.prepare(np.repeat(np.asarray(features, np.float32), samples, axis=0))  # N = B K
     n = h.shape[0]
     out = np.zeros((n, max_length + 2), np.int32)
     out[:, 0] = vocab.start_id
@@ -285,7 +420,7 @@ def sample(decoder, vocab: Vocabulary, features: np.ndarray, samples: int, max_l
     live = np.ones(n, bool)
     banned = _banned(vocab)
     for t in range(max_length):
-        log_probs, h, c, _, _ = step(tokens, h, c, features, projected)  # (N, V)
+        log_probs, h, c, _, _ = decode.step(tokens, h, c, features, projected)  # (N, V)
         log_probs[:, banned] = -np.inf
         _forbid_end(log_probs, vocab, t, whole_endings, tokens, before)
         probs = np.exp(log_probs - log_probs.max(axis=1, keepdims=True))

@@ -83,13 +83,14 @@ def int8_function(config: ModelConfig, weights: str | Path | None, encoder=None)
     import tensorflow as tf
 
     from .backend import int8_flatbuffer, tflite_function
+    from .measured import cache_home
 
     calibration = calibration_photos(config)
     path = None
     if weights is not None:
         key = hashlib.sha256("|".join([weights_digest(weights), _sha256(calibration.tobytes()), tf.__version__,
                                        config.encoder, config.encoder_layer, str(config.image_size)]).encode())
-        path = _cache_home() / f"int8-{key.hexdigest()[:24]}.tflite"
+        path = cache_home() / f"int8-{key.hexdigest()[:24]}.tflite"
         if path.is_file():
             return tflite_function(path.read_bytes())
     if encoder is None:
@@ -133,9 +134,10 @@ def best_compute_dtype(config: ModelConfig | None = None, weights: str | Path | 
     ``CAPTIONER_ENCODER_DTYPE`` forces a choice. ``measure`` (for tests)
     replaces the timing: ``measure(dtype) -> (seconds, features)``.
     """
-    import json
     import logging
     import os
+
+    from .measured import cache_home, remembered
 
     log = logging.getLogger(__name__)
     forced = os.environ.get(ENV_DTYPE)
@@ -146,68 +148,32 @@ def best_compute_dtype(config: ModelConfig | None = None, weights: str | Path | 
         return forced
     config = config or ModelConfig()
     key = _machine_key(config) + " | " + ",".join(paths)  # a path added later is measured too
-    cache_file = Path(cache_file) if cache_file else _cache_home() / "compute-path.json"
-    try:
-        known = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if isinstance(known.get(key), dict) and known[key].get("dtype") in paths:
-        return known[key]["dtype"]
-    measure = measure or _timer(config, weights)
-    seconds, features = {d: float("inf") for d in paths}, {}
-    for _ in range(ROUNDS):  # alternating, best of each: a burst of load on a shared machine hits all
-        for dtype in paths:
-            took, features[dtype] = measure(dtype)
-            seconds[dtype] = min(seconds[dtype], took)
-    cosine = {d: _min_cosine(features[d], features["float32"]) for d in paths}
-    usable = ["float32"] + [d for d in paths if d != "float32" and cosine[d] >= MIN_COSINE
-                            and seconds[d] <= MIN_GAIN * seconds["float32"]]
-    choice = min(usable, key=lambda d: seconds[d])
-    log.warning("encoder arithmetic: %s (measured on this machine: %s; agreement with float32: %s)", choice,
-                ", ".join(f"{d} {1000 * t:.0f} ms" for d, t in seconds.items()),
-                ", ".join(f"{d} {c:.4f}" for d, c in cosine.items()))
-    known[key] = {"dtype": choice, "seconds": seconds, "cosine": cosine}
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, cache_file)
-    except OSError as exc:  # a read-only home: measure again next time
-        log.warning("could not keep the encoder choice in %s: %s", cache_file, exc)
-    return choice
 
+    def choose() -> dict:
+        timer = measure or _timer(config, weights)
+        seconds, features = {d: float("inf") for d in paths}, {}
+        for _ in range(ROUNDS):  # alternating, best of each: a burst of load on a shared machine hits all
+            for dtype in paths:
+                took, features[dtype] = timer(dtype)
+                seconds[dtype] = min(seconds[dtype], took)
+        cosine = {d: _min_cosine(features[d], features["float32"]) for d in paths}
+        usable = ["float32"] + [d for d in paths if d != "float32" and cosine[d] >= MIN_COSINE
+                                and seconds[d] <= MIN_GAIN * seconds["float32"]]
+        choice = min(usable, key=lambda d: seconds[d])
+        log.warning("encoder arithmetic: %s (measured on this machine: %s; agreement with float32: %s)", choice,
+                    ", ".join(f"{d} {1000 * t:.0f} ms" for d, t in seconds.items()),
+                    ", ".join(f"{d} {c:.4f}" for d, c in cosine.items()))
+        return {"dtype": choice, "seconds": seconds, "cosine": cosine}
 
-def _cache_home() -> Path:
-    import os
-
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "captioner"
+    cache_file = Path(cache_file) if cache_file else cache_home() / "compute-path.json"
+    return remembered(cache_file, key, "dtype", lambda dtype: dtype in paths, choose)
 
 
 def _machine_key(config: ModelConfig) -> str:
-    """The processor model and the libraries that run the encoder: what the timing depends on."""
-    import platform
+    """The machine (:func:`captioner.measured.machine_key`) and the encoder: what its timing depends on."""
+    from .measured import machine_key
 
-    import keras
-
-    processor = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                processor = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    backend = keras.backend.backend()
-    library = __import__(backend)  # tensorflow, jax or torch
-    return " | ".join([processor, f"cores {_cores()}", f"keras {keras.__version__}",
-                       f"{backend} {getattr(library, '__version__', '?')}",
-                       f"{config.image_size}px {config.encoder} {config.encoder_layer}"])
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return machine_key() + f" | {config.image_size}px {config.encoder} {config.encoder_layer}"
 
 
 def _timer(config: ModelConfig, weights):
