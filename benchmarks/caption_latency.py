@@ -3,8 +3,8 @@
     python benchmarks/caption_latency.py [--model assets/model] [--beam-sizes 1,3,5] [--runs 30]
     python benchmarks/caption_latency.py --model assets/seeds/inject     # a seed design
 
-Prints p50 and p90 of the whole caption and p50 of each part, the encoder arithmetic the
-captioner chose on this machine, and the goals of issue 10: a caption (encoder + beam 3) at most
+Prints p50 and p90 of the whole caption and p50 of each part, the encoder arithmetic and the
+decoder step's compiler the captioner chose on this machine, and the goals of issue 10: a caption (encoder + beam 3) at most
 0.5x float32 VGG16 ``predict`` of one photo, measured in the same run, and at most 100 ms.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from common import encoder, timed
 
+from captioner.decoding import _functions
 from captioner.pipeline import DEFAULT_MODEL, Captioner
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
@@ -44,7 +45,9 @@ def main():
     baseline.predict(x, verbose=0)
     base = float(np.median(timed(lambda: baseline.predict(x, verbose=0), 10)))
     ms = lambda v: 1000 * float(v)  # noqa: E731
-    print(f"{args.model} ({captioner.design}), encoder {captioner.compute_dtype}, one photo, {args.runs} runs per beam")
+    step = _functions(captioner.decoder).compiler
+    print(f"{args.model} ({captioner.design}), encoder {captioner.compute_dtype}, decoder step {step}, one photo, "
+          f"{args.runs} runs per beam")
     print("| beam | caption p50 | p90 | read | encoder | decoder | encoder + decoder | / float32 predict |")
     print("|---|---|---|---|---|---|---|---|")
     for beam, (times, parts) in rows.items():

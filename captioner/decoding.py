@@ -144,6 +144,16 @@ def _functions(decoder) -> _Steps:
     return _steps[decoder]
 
 
+def warm_up(decoder, features: np.ndarray, beam_size: int) -> None:
+    """Compile (and on a new machine, measure) the step a beam search of one photo needs, features (L, D):
+    every row bucket up to ``beam_size`` rows, so that the first caption waits for none of it."""
+    decode = _functions(decoder)
+    h, c, features, projected = decode.prepare(np.asarray(features, np.float32)[None])
+    for rows in sorted({row_bucket(n) for n in range(1, beam_size + 1)}):
+        photo = np.zeros(rows, np.int32)
+        decode.step(photo, h[photo], c[photo], features, projected, photo)
+
+
 def best_step_compiler(steps: _Steps, shape: tuple[int, int], cache_file=None, measure=None) -> str:
     """How to compile the decoder step on this machine: "graph" (a plain tf.function) or "xla".
 

@@ -374,6 +374,17 @@ class Captioner:
                             {"read": p.seconds, "encoder": encoded - start, "decoder": done - encoded}, verdict)
                 for p, caption, verdict in zip(photos, captions, verdicts, strict=True)]
 
+    def warm_up(self) -> None:
+        """Trace the encoder and compile the decoder step once, on a blank photo (and on a machine new to
+        it, measure how the step is compiled fastest): what the first caption would otherwise wait for."""
+        from .decoding import warm_up
+
+        with self._lock:
+            size = self.config.image_size
+            features = self.features(np.zeros((1, size, size, 3), np.float32))  # (1, L, D)
+            self.judge(features)
+            warm_up(self.decoder, features[0], self.config.beam_size)
+
     def judge(self, features: np.ndarray) -> list[Verdict]:
         """Photos' features (B, L, D) -> is each a photo of a scene? (Always yes without a photo check.)"""
         if self.photo_check is None:

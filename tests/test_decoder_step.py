@@ -137,3 +137,30 @@ def test_the_first_search_measures_and_later_searches_use_the_choice(tmp_path, m
     beam_search(decoder, VOCAB, features, 3, 6)
     (entry,) = json.loads((tmp_path / "captioner" / "decoder-step.json").read_text()).values()
     assert decoding._functions(decoder).compiler == entry["compiler"]
+
+
+@pytest.mark.parametrize("compiler", STEP_COMPILERS)
+def test_warm_up_leaves_nothing_for_the_first_captions_to_compile(monkeypatch, tiny_model_dir, synthetic_data,
+                                                                  compiler):
+    from captioner.pipeline import Captioner
+
+    monkeypatch.setenv(decoding.ENV_STEP, compiler)
+    traced = []
+
+    def counting(fn, owner, xla=False):
+        def traced_fn(*args):  # runs in Python only while TensorFlow traces (or JAX jits) it
+            traced.append([tuple(getattr(a, "shape", ())) for a in args])
+            return fn(*args)
+        return original(traced_fn, owner, xla)
+
+    original = decoding.compile_function
+    monkeypatch.setattr(decoding, "compile_function", counting)
+    captioner = Captioner.load(tiny_model_dir, compute_dtype="float32")
+    captioner.warm_up()
+    assert traced and decoding._functions(captioner.decoder).compiler == compiler
+    warmed = len(traced)
+    root, _ = synthetic_data
+    photos = sorted((root / "Images").glob("*.jpg"))[:6]
+    captions = [captioner.describe(p).caption for p in photos]
+    assert all(c.words for c in captions)
+    assert len(traced) == warmed, traced[warmed:]
