@@ -165,3 +165,16 @@ def test_photos_searched_together_get_what_each_gets_alone(whole_endings):
             np.testing.assert_allclose(x.attention, y.attention, atol=1e-5)
             np.testing.assert_allclose(x.gates, y.gates, atol=1e-5)
             assert [[w for w, _ in s] for s in x.steps] == [[w for w, _ in s] for s in y.steps]
+
+
+def test_largest_is_a_stable_sorts_first_k():
+    """Beam search keeps the k best of beams x vocabulary without sorting them all; ties (common
+    among -inf, the ruled-out words) must still go to the lowest index, as a stable sort gives."""
+    from captioner.decoding import _largest
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        n, k = int(rng.integers(1, 60)), int(rng.integers(1, 8))
+        values = rng.integers(-3, 3, n).astype(np.float64)
+        values[rng.random(n) < 0.2] = -np.inf
+        np.testing.assert_array_equal(_largest(values, k), np.argsort(-values, kind="stable")[:k])
