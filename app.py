@@ -362,8 +362,10 @@ def main() -> None:
     captioner, load_error = app_logic.load_captioner(Path(os.environ.get("CAPTIONER_MODEL", DEFAULT_MODEL)))
     examples = app_logic.example_photos(os.environ.get("CAPTIONER_EXAMPLES", DEFAULT_EXAMPLES))
     designs = app_logic.load_designs(os.environ.get("CAPTIONER_SEEDS", DEFAULT_SEEDS)) if captioner else {}
-    for model in [captioner, *designs.values()] if captioner else []:
-        model.warm_up()  # the first visitor waits for no tracing or compiling
+    if captioner:  # no visitor waits for tracing or compiling, and memory does not grow under load
+        captioner.warm_up(photos=MAX_BATCH)  # every batch the app can make
+    for model in designs.values():
+        model.warm_up()  # Compare captions one photo at a time
     demo = create_demo(captioner, examples, load_error=load_error, speech_status=speech.check(), designs=designs)
     demo.launch(**launch_options())
 

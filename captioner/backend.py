@@ -24,11 +24,13 @@ def name() -> str:
 
 
 def compile_function(fn, owner, xla: bool = False):
-    """``fn`` compiled once per input shape; ``owner`` is the layer (or model) whose weights it reads.
+    """``fn`` compiled; ``owner`` is the layer (or model) whose weights it reads.
 
-    Under TensorFlow the graph reads the variables as they are when it runs;
-    ``xla`` compiles it with XLA instead (``jit_compile``: fused kernels, one
-    compile for each new input shape).
+    Under TensorFlow the graph reads the variables as they are when it runs,
+    and is traced once for every batch size (the first dimension of each
+    argument is left open), so calls with new batch sizes cost neither time nor
+    memory; ``xla`` compiles it with XLA instead (``jit_compile``: fused
+    kernels, one compile for each new input shape).
     Under JAX a jitted function would freeze the weights it saw when traced,
     so the weights are passed in as arguments on every call (new weights after
     ``load_weights`` or a training epoch are used at once, without retracing).
@@ -37,14 +39,19 @@ def compile_function(fn, owner, xla: bool = False):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        function = tf.function(fn, jit_compile=True) if xla else tf.function(fn, reduce_retracing=True)
+        function = tf.function(fn, jit_compile=True) if xla else tf.function(fn)
         concrete = {}  # (shape, dtype) of each argument -> the graph traced for them
+
+        def spec(a):  # a plain graph is traced once for any batch size; XLA compiles each shape
+            shape = tuple(a.shape)
+            return tf.TensorSpec(shape if xla or not shape else (None, *shape[1:]), a.dtype)
 
         def call(*args):  # the traced graph called directly: a decoder step is a few ms, tf.function's
             args = [tf.convert_to_tensor(a) for a in args]  # own dispatch about 1 ms of it
-            key = tuple((tuple(a.shape), a.dtype) for a in args)
+            specs = [spec(a) for a in args]
+            key = tuple((tuple(s.shape), s.dtype) for s in specs)
             if key not in concrete:
-                concrete[key] = function.get_concrete_function(*args)
+                concrete[key] = function.get_concrete_function(*specs)
             return concrete[key](*args)
 
         return call

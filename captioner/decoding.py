@@ -69,6 +69,24 @@ def row_bucket(rows: int) -> int:
     return three_quarters if power >= 4 and three_quarters >= rows else power
 
 
+def photo_bucket(photos: int) -> int:
+    """The photos a gathering (beam search) XLA step is compiled for: the next power of two.
+
+    Its cost is in its rows (each reads its photo by index), not in how many photos it reads
+    from, so coarse buckets cost only the padding's W_a a_i, once per search, and cut the
+    compiles: one for each (photo bucket, row bucket) pair a search meets.
+    """
+    return 1 << max(0, photos - 1).bit_length()
+
+
+def step_shapes(beam_size: int, photos: int) -> list[tuple[int, int]]:
+    """Every (photo bucket, row bucket) an XLA beam search of 1 to ``photos`` photos at once meets.
+
+    A search of B photos steps with 1 to ``beam_size * B`` rows (B at the start, fewer as beams end)."""
+    return sorted({(photo_bucket(b), row_bucket(n)) for b in range(1, photos + 1)
+                   for n in range(1, beam_size * b + 1)})
+
+
 class _Steps:
     """A decoder's prepare() and step, compiled once (any backend), the step as measured fastest.
 
@@ -82,7 +100,8 @@ class _Steps:
     reads photo ``rows[i]`` of the prepared features (beam search: several
     beams of one photo), or row i itself when ``rows`` is None (greedy,
     sampling). Compiled with XLA, every input is padded to :func:`row_bucket`
-    rows and the outputs cut back, so the search never sees the padding.
+    rows (the photos a gathering step reads from: :func:`photo_bucket`) and the
+    outputs cut back, so the search never sees the padding.
     """
 
     def __init__(self, decoder, compiler: str | None = None):
@@ -109,14 +128,16 @@ class _Steps:
     def padded(self) -> bool:
         return self.compiler == "xla" or backend_name() == "jax"  # jax.jit compiles per shape as well
 
-    def prepare(self, features):
+    def prepare(self, features, gather: bool = False):
+        """Compiled with XLA, the photos are padded: to :func:`row_bucket` for a step that reads row i's
+        own photo, to :func:`photo_bucket` for one that gathers (``gather``, beam search)."""
         features = np.asarray(features, np.float32)
         if self.compiler is None:
             self.compiler = best_step_compiler(self, features.shape[1:])
         count = len(features)
-        if self.padded and row_bucket(count) > count:
-            features = np.concatenate([features, np.zeros((row_bucket(count) - count, *features.shape[1:]),
-                                                          np.float32)])
+        size = (photo_bucket if gather else row_bucket)(count) if self.padded else count
+        if size > count:
+            features = np.concatenate([features, np.zeros((size - count, *features.shape[1:]), np.float32)])
         features = ops.convert_to_tensor(features)
         h, c, projected = self._prepare(features)
         return to_numpy(h)[:count], to_numpy(c)[:count], features, projected
@@ -144,14 +165,22 @@ def _functions(decoder) -> _Steps:
     return _steps[decoder]
 
 
-def warm_up(decoder, features: np.ndarray, beam_size: int) -> None:
-    """Compile (and on a new machine, measure) the step a beam search of one photo needs, features (L, D):
-    every row bucket up to ``beam_size`` rows, so that the first caption waits for none of it."""
+def warm_up(decoder, features: np.ndarray, beam_size: int, photos: int = 1) -> int:
+    """Compile (and on a new machine, measure) every step a beam search of up to ``photos`` photos at
+    once needs, from one photo's features (L, D), so that no caption waits for a compile and memory
+    stops growing once it is done (XLA keeps each compiled shape). Returns the steps compiled."""
     decode = _functions(decoder)
-    h, c, features, projected = decode.prepare(np.asarray(features, np.float32)[None])
-    for rows in sorted({row_bucket(n) for n in range(1, beam_size + 1)}):
+    one = np.asarray(features, np.float32)[None]  # (1, L, D)
+    decode.prepare(one)  # chooses the compiler
+    shapes = step_shapes(beam_size, photos) if decode.padded else [(1, 1)]  # a plain graph serves any shape
+    prepared = {}
+    for photo_count, rows in shapes:
+        if photo_count not in prepared:
+            prepared[photo_count] = decode.prepare(np.repeat(one, photo_count, axis=0), gather=True)
+        h, c, features_b, projected = prepared[photo_count]
         photo = np.zeros(rows, np.int32)
-        decode.step(photo, h[photo], c[photo], features, projected, photo)
+        decode.step(photo, h[photo], c[photo], features_b, projected, photo)
+    return len(shapes)
 
 
 def best_step_compiler(steps: _Steps, shape: tuple[int, int], cache_file=None, measure=None) -> str:
@@ -363,7 +392,7 @@ def beam_search_batch(decoder, vocab: Vocabulary, features: np.ndarray, beam_siz
     if beam_size < 1:
         raise ValueError("beam_size must be at least 1")
     decode = _functions(decoder)
-    h, c, features, projected = decode.prepare(features)  # (B, n) x 2, (B, L, D), (B, L, A)
+    h, c, features, projected = decode.prepare(features, gather=True)  # (B, n) x 2, (B, L, D), (B, L, A)
     count = h.shape[0]
     banned = _banned(vocab)
     # Per photo, its live beams: (tokens, log p, alphas, steps, betas); one live beam each to start.

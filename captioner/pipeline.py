@@ -374,16 +374,22 @@ class Captioner:
                             {"read": p.seconds, "encoder": encoded - start, "decoder": done - encoded}, verdict)
                 for p, caption, verdict in zip(photos, captions, verdicts, strict=True)]
 
-    def warm_up(self) -> None:
-        """Trace the encoder and compile the decoder step once, on a blank photo (and on a machine new to
-        it, measure how the step is compiled fastest): what the first caption would otherwise wait for."""
+    def warm_up(self, photos: int = 1) -> float:
+        """Trace the encoder and compile every decoder step a beam search of up to ``photos`` photos at
+        once needs (the app: its largest batch), on a blank photo, and on a machine new to it measure how
+        the step is compiled fastest: what captions would otherwise wait for, and what would otherwise
+        make memory grow under load. Returns the seconds it took."""
         from .decoding import warm_up
 
+        start = time.perf_counter()
         with self._lock:
             size = self.config.image_size
             features = self.features(np.zeros((1, size, size, 3), np.float32))  # (1, L, D)
             self.judge(features)
-            warm_up(self.decoder, features[0], self.config.beam_size)
+            steps = warm_up(self.decoder, features[0], self.config.beam_size, photos)
+        seconds = time.perf_counter() - start
+        log.info("warmed up for up to %d photos at once: %d decoder steps compiled, %.1f s", photos, steps, seconds)
+        return seconds
 
     def judge(self, features: np.ndarray) -> list[Verdict]:
         """Photos' features (B, L, D) -> is each a photo of a scene? (Always yes without a photo check.)"""

@@ -164,3 +164,45 @@ def test_warm_up_leaves_nothing_for_the_first_captions_to_compile(monkeypatch, t
     captions = [captioner.describe(p).caption for p in photos]
     assert all(c.words for c in captions)
     assert len(traced) == warmed, traced[warmed:]
+
+
+@pytest.mark.parametrize("compiler", STEP_COMPILERS)
+def test_warm_up_for_batches_leaves_nothing_to_compile_for_any_batch_the_app_makes(
+        monkeypatch, tiny_model_dir, synthetic_data, compiler):
+    """The app warms up for its largest batch: afterwards no batch of 1 to that many photos, whatever
+    rows its searches step with, traces or compiles anything (so memory stops growing under load)."""
+    from captioner.pipeline import Captioner
+
+    monkeypatch.setenv(decoding.ENV_STEP, compiler)
+    traced = []
+
+    def counting(fn, owner, xla=False):
+        def traced_fn(*args):
+            traced.append([tuple(getattr(a, "shape", ())) for a in args])
+            return fn(*args)
+        return original(traced_fn, owner, xla)
+
+    original = decoding.compile_function
+    monkeypatch.setattr(decoding, "compile_function", counting)
+    captioner = Captioner.load(tiny_model_dir, compute_dtype="float32")
+    captioner.warm_up(photos=4)
+    warmed = len(traced)
+    # prepare (a plain graph: one trace for any batch), then the beam step: one graph, or one XLA compile
+    # for each (photo bucket, row bucket)
+    assert warmed == 1 + (1 if compiler == "graph" else len(decoding.step_shapes(3, 4))), traced
+    assert traced[0] == [(None, *traced[0][0][1:])]
+    root, _ = synthetic_data
+    photos = [captioner.read(p) for p in sorted((root / "Images").glob("*.jpg"))[:4]]
+    for count in (4, 3, 2, 1):
+        described = captioner.describe_read(photos[:count], beam_size=3)
+        assert [d.caption.words for d in described] == [captioner.describe_read([p], 3)[0].caption.words
+                                                        for p in photos[:count]]
+    assert len(traced) == warmed, traced[warmed:]
+
+
+def test_step_shapes_are_the_buckets_a_search_of_that_many_photos_can_meet():
+    assert decoding.step_shapes(3, 1) == [(1, 1), (1, 2), (1, 3)]
+    assert [decoding.photo_bucket(n) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 16]
+    shapes = decoding.step_shapes(3, 8)  # the app: 8 photos at beam 3
+    assert len(shapes) == 24 and max(shapes) == (8, 24)
+    assert all(rows <= 3 * photos for photos, rows in shapes)
