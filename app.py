@@ -363,7 +363,8 @@ def main() -> None:
     examples = app_logic.example_photos(os.environ.get("CAPTIONER_EXAMPLES", DEFAULT_EXAMPLES))
     designs = app_logic.load_designs(os.environ.get("CAPTIONER_SEEDS", DEFAULT_SEEDS)) if captioner else {}
     if captioner:  # no visitor waits for tracing or compiling, and memory does not grow under load
-        captioner.warm_up(photos=MAX_BATCH)  # every batch the app can make
+        seconds = captioner.warm_up(photos=MAX_BATCH)  # every batch the app can make
+        print(f"Warmed up for up to {MAX_BATCH} photos at once in {seconds:.1f} s", flush=True)
     for model in designs.values():
         model.warm_up()  # Compare captions one photo at a time
     demo = create_demo(captioner, examples, load_error=load_error, speech_status=speech.check(), designs=designs)

@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         except AppDidNotStart as exc:
             raise SystemExit(str(exc)) from exc
         print(f"app ready in {time.perf_counter() - start:.1f} s; photo {photo}")
+        warmed = [line for line in (Path(tmp) / "app.log").read_text().splitlines() if line.startswith("Warmed up")]
+        print(f"  of which the app's own warm-up: {warmed[0] if warmed else 'not logged'}")
         try:
             client = Client(url, verbose=False, httpx_kwargs={"timeout": CALL_TIMEOUT})
             beam = [args.beam_size] if args.beam_size else []
