@@ -322,7 +322,9 @@ def test_the_teacher_toggle_has_a_plain_name_and_says_whether_it_is_open(page, p
     toggle.click()
     page.wait_for_function("() => document.querySelector('#teacher-view button').getAttribute('aria-expanded')"
                            " === 'true'")
-    assert page.get_by_role("table", name="Beam candidates, best first.", exact=False).is_visible()
+    table = page.get_by_role("table", name="Beam candidates, best first.", exact=False)
+    table.wait_for(state="visible", timeout=10_000)  # the panel renders just after the toggle says so
+    assert table.is_visible()
     assert "[expanded]" in accessibility_tree(page, "#teacher-view")
     toggle.press("Enter")  # closes from the keyboard too
     page.wait_for_function("() => document.querySelector('#teacher-view button').getAttribute('aria-expanded')"
