@@ -79,16 +79,17 @@ def test_the_photo_check_was_measured_on_dev_and_test(shipped):
     assert measured["threshold"] == pytest.approx(shipped.config.photo_threshold, abs=1e-6)
 
 
-def test_the_shipped_seed_designs_load_on_the_one_stored_encoder_and_caption(shipped):
-    """assets/seeds/<design>: each folder names the shipped model's encoder (stored once, by sha256)
-    and captions the bundled photos with words of its own vocabulary."""
+def test_the_shipped_seed_designs_load_on_their_stored_encoder_and_caption(shipped):
+    """assets/seeds/<design>: each folder names the frozen VGG16 encoder it was trained on, stored once in
+    assets/seeds (by sha256; the attention model's block5 is fine-tuned), and captions the bundled photos
+    with words of its own vocabulary."""
     from captioner.pipeline import DEFAULT_SEEDS, ENCODER_REFERENCE, ENCODER_WEIGHTS, encoder_path
 
     folders = sorted(p for p in DEFAULT_SEEDS.iterdir() if p.is_dir())
     assert folders, "no seed design is shipped"
     for folder in folders:
         assert not (folder / ENCODER_WEIGHTS).exists() and (folder / ENCODER_REFERENCE).is_file()
-        assert encoder_path(folder) == (DEFAULT_MODEL / ENCODER_WEIGHTS).resolve()
+        assert encoder_path(folder) == (DEFAULT_SEEDS / ENCODER_WEIGHTS).resolve()
         seed = Captioner.load(folder)
         assert seed.design == folder.name and seed.design != "attention"
         assert {"1", "3", "5"} <= set(seed.metrics["test"])
