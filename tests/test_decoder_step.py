@@ -139,13 +139,12 @@ def test_the_first_search_measures_and_later_searches_use_the_choice(tmp_path, m
     assert decoding._functions(decoder).compiler == entry["compiler"]
 
 
-@pytest.mark.parametrize("compiler", STEP_COMPILERS)
-def test_warm_up_leaves_nothing_for_the_first_captions_to_compile(monkeypatch, tiny_model_dir, synthetic_data,
-                                                                  compiler):
-    from captioner.pipeline import Captioner
-
+def _traces(monkeypatch, compiler: str) -> list:
+    """Force the step ``compiler`` and record the argument shapes of every trace (or XLA compile) the
+    decoding module's compiled functions make from now on."""
     monkeypatch.setenv(decoding.ENV_STEP, compiler)
     traced = []
+    original = decoding.compile_function
 
     def counting(fn, owner, xla=False):
         def traced_fn(*args):  # runs in Python only while TensorFlow traces (or JAX jits) it
@@ -153,8 +152,16 @@ def test_warm_up_leaves_nothing_for_the_first_captions_to_compile(monkeypatch, t
             return fn(*args)
         return original(traced_fn, owner, xla)
 
-    original = decoding.compile_function
     monkeypatch.setattr(decoding, "compile_function", counting)
+    return traced
+
+
+@pytest.mark.parametrize("compiler", STEP_COMPILERS)
+def test_warm_up_leaves_nothing_for_the_first_captions_to_compile(monkeypatch, tiny_model_dir, synthetic_data,
+                                                                  compiler):
+    from captioner.pipeline import Captioner
+
+    traced = _traces(monkeypatch, compiler)
     captioner = Captioner.load(tiny_model_dir, compute_dtype="float32")
     captioner.warm_up()
     assert traced and decoding._functions(captioner.decoder).compiler == compiler
@@ -173,17 +180,7 @@ def test_warm_up_for_batches_leaves_nothing_to_compile_for_any_batch_the_app_mak
     rows its searches step with, traces or compiles anything (so memory stops growing under load)."""
     from captioner.pipeline import Captioner
 
-    monkeypatch.setenv(decoding.ENV_STEP, compiler)
-    traced = []
-
-    def counting(fn, owner, xla=False):
-        def traced_fn(*args):
-            traced.append([tuple(getattr(a, "shape", ())) for a in args])
-            return fn(*args)
-        return original(traced_fn, owner, xla)
-
-    original = decoding.compile_function
-    monkeypatch.setattr(decoding, "compile_function", counting)
+    traced = _traces(monkeypatch, compiler)
     captioner = Captioner.load(tiny_model_dir, compute_dtype="float32")
     captioner.warm_up(photos=4)
     warmed = len(traced)
