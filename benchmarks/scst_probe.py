@@ -3,8 +3,8 @@
     python benchmarks/scst_probe.py --lr 5e-5 --photos 16 --steps 120 --every 30
     python benchmarks/scst_probe.py --lr 5e-5 --xe 0.5 --photos 16 --steps 60 --every 30
 
-Uses train.py's feature cache (cache/, made by train.py or any earlier run) and weights/
-(build-encoder). Prints, every K steps: the step, seconds spent sampling, scoring and in the
+Uses train.py's feature cache (cache/, made by train.py or any earlier run), read with the
+folder's own encoder in the arithmetic its decoder was trained on. Prints, every K steps: the step, seconds spent sampling, scoring and in the
 training step, the mean sampled reward, the mean sampled length, and greedy dev scores (CIDEr-D,
 BLEU-4, mean length, broken endings, two captions). Nothing is saved.
 """
@@ -24,6 +24,7 @@ from captioner.grammar import broken_ending
 from captioner.model import SelfCriticalModel, build_decoder
 from captioner.training.batches import encode_captions
 from captioner.training.checkpoints import load_decoder_weights
+from captioner.pipeline import encoder_path
 from captioner.training.run import prepare_features
 from captioner.training.scst import SelfCriticalBatches, start_from_folder
 
@@ -40,11 +41,11 @@ p.add_argument("--dev-photos", type=int, default=300)
 p.add_argument("--baseline", choices=("mean", "greedy"), default="mean")
 args = p.parse_args()
 
-config, vocab, start, _ = start_from_folder(args.model)
+config, vocab, start, _, features_dtype = start_from_folder(args.model)
 tcfg = TrainConfig()
 data = load_data(args.data_dir, seed=tcfg.seed)
-splits, cache, _, _, _ = prepare_features(data, config, tcfg, Path("weights/vgg16_block5_conv3.weights.h5"),
-                                          Path("cache"), "bfloat16", progress=False)  # the shipped model's features
+splits, cache, _, _, _ = prepare_features(data, config, tcfg, encoder_path(args.model), Path("cache"),
+                                          features_dtype or "bfloat16", progress=False)  # what its decoder read
 refs = [data.captions[f] for f in splits["train"]]
 scorer = CiderD(refs)
 keras.utils.set_random_seed(0)

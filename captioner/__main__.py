@@ -111,9 +111,8 @@ def cmd_build_encoder(args) -> int:
 def cmd_fit_photo_check(args) -> int:
     from captioner.training.photo_check import fit_photo_check, format_measured
 
-    if not args.encoder_weights.is_file():
-        print(f"error: {args.encoder_weights} not found: build it with `python -m captioner build-encoder`",
-              file=sys.stderr)
+    if args.encoder_weights and not args.encoder_weights.is_file():
+        print(f"error: {args.encoder_weights} not found", file=sys.stderr)
         return 2
     measured = fit_photo_check(args.model, args.data_dir, args.encoder_weights, args.cache_dir,
                                per_kind=args.per_kind, held_out=args.held_out, false_alarms=args.false_alarms,
@@ -182,8 +181,9 @@ def main(argv=None) -> int:
                                                "and generated pictures, choose its threshold on dev, measure it")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--encoder-weights", type=Path, default=Path("weights/vgg16_block5_conv3.weights.h5"),
-                   help="the float32 encoder the training features were cached with (as train.py)")
+    p.add_argument("--encoder-weights", type=Path, default=None,
+                   help="the encoder weights train.py cached the features under (default: the folder's own "
+                        "encoder; it must hold the folder's encoder either way, which is checked first)")
     p.add_argument("--cache-dir", type=Path, default=Path("cache"))
     p.add_argument("--per-kind", type=int, default=200, help="generated pictures of each kind to train on")
     p.add_argument("--held-out", type=int, default=100, help="new generated pictures of each kind to measure on")

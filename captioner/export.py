@@ -60,30 +60,44 @@ def export_run(model, run: Run, out_dir: Path, beam_sizes=(1, 3, 5), coco: bool 
     }
     save_folder(out_dir, config, run.vocab, encoder, model, metrics=metrics,
                 train_config=dataclasses.asdict(run.train_config),
-                card=model_card(config, metrics, table, len(run.vocab)))
+                card=model_card(config, metrics, table, len(run.vocab), dataclasses.asdict(run.train_config)))
     return metrics
 
 
-def model_card(config: ModelConfig, metrics: dict, table: dict, vocab_size: int) -> str:
+def stage_story(stages: list[dict]) -> str:
+    """The training stages in order, in words: "Cross-entropy (9 epochs, 68 minutes), then ..."."""
+    words = []
+    for stage in stages:
+        span = f"{stage.get('epochs')} epochs, {(stage.get('train_seconds') or 0) / 60:.0f} minutes"
+        kind = stage.get("stage")
+        if kind == "xe":
+            words.append(f"cross-entropy ({span})")
+        elif kind == "finetune":
+            decoder = {"trained": " with the decoder", "frozen": " alone under the frozen decoder"}.get(
+                stage.get("decoder"), "")
+            words.append(f"VGG16's block5 trained{decoder} (cross-entropy on cached block4_pool features, {span})")
+        elif kind == "scst" and any(w.startswith("self-critical") for w in words):
+            words.append(f"SCST again from that stage's best epoch, with a new optimiser ({span})")
+        elif kind == "scst":
+            words.append(f"self-critical sequence training (SCST, Rennie et al. 2017; reward CIDEr-D, {span})")
+    text = ", then ".join(words)
+    return text[:1].upper() + text[1:]
+
+
+def model_card(config: ModelConfig, metrics: dict, table: dict, vocab_size: int, train_config: dict) -> str:
     from .encoder import feature_shape
 
     h = metrics["dev_hedging"]
     grid, _, width = feature_shape(config)
     (monitor, best), = metrics["best_dev_greedy"].items()
-    stages = metrics["earlier_stages"] + [{"stage": metrics["stage"], "epochs": metrics["epochs_run"],
-                                           "train_seconds": metrics["train_seconds"],
-                                           "best_epoch": metrics["best_epoch"]}]
-    xe = next((s for s in stages if s.get("stage") == "xe"), {})
+    stages = [s for s in metrics["earlier_stages"] if s.get("stage") != "start"] + [
+        {"stage": metrics["stage"], "epochs": metrics["epochs_run"], "train_seconds": metrics["train_seconds"],
+         "best_epoch": metrics["best_epoch"],
+         "decoder": "trained" if train_config.get("finetune_decoder", True) else "frozen"}]
     tuned = next((s for s in stages if s.get("stage") == "finetune"), None)
     start = next((s["dev"] for s in reversed(metrics["earlier_stages"]) if s.get("stage") == "start"), {})
-    minutes = lambda s: f"{s.get('epochs')} epochs, {(s.get('train_seconds') or 0) / 60:.0f} minutes"  # noqa: E731
-    finetuning = (f", then VGG16's block5 trained with the decoder (cross-entropy on cached block4_pool "
-                  f"features, {minutes(tuned)})" if tuned else "")
-    if metrics["stage"] in ("scst", "finetune"):
-        last = ("self-critical sequence training (SCST, Rennie et al. 2017; reward CIDEr-D, "
-                f"{minutes(stages[-1])})" if metrics["stage"] == "scst" else "")
-        training = (f"Cross-entropy first ({minutes(xe)}){finetuning}{', then ' + last if last else ''}, "
-                    f"all on 2 CPU cores. Dev scores (greedy) before the last stage: BLEU-4 "
+    if len(stages) > 1:
+        training = (f"{stage_story(stages)}, all on 2 CPU cores. Dev scores (greedy) before the last stage: BLEU-4 "
                     f"{start.get('dev_bleu4', float('nan')):.4f}, CIDEr-D {start.get('dev_cider', float('nan')):.4f}; "
                     f"its best epoch {metrics['best_epoch']}: {monitor.removeprefix('dev_')} {best:.4f}.")
     else:

@@ -221,6 +221,20 @@ def test_train_py_runs_cross_entropy_then_block5_then_scst_into_one_folder(tmp_p
     train.main(argv + ["--resume"])
     again = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert again["earlier_stages"] == metrics["earlier_stages"] and again["history"] == metrics["history"]
+    # SCST again from that folder: its own encoder by default, and every stage from the first on record
+    train.main(["--data-dir", str(root), "--run-dir", str(tmp_path / "more"), "--cache-dir", str(tmp_path / "cache"),
+                "--init-from", str(tmp_path / "model"), "--out", str(tmp_path / "more-model"), "--dtype", "float32",
+                "--scst-epochs", "1", "--scst-photos", "4", "--scst-samples", "2", "--beam-sizes", "1", "--quiet"])
+    more = json.loads((tmp_path / "more-model" / "metrics.json").read_text())
+    assert [s["stage"] for s in more["earlier_stages"]] == ["xe", "start", "finetune", "start", "scst", "start"]
+    assert more["earlier_stages"][2]["decoder"] == "trained"
+    assert more["earlier_stages"][4]["history"] == metrics["history"]
+    assert more["training_features_dtype"] == "float32"
+    continued = Captioner.load(tmp_path / "more-model", compute_dtype="float32").encoder
+    for a, b in zip(continued.get_weights(), shipped.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    card = (tmp_path / "more-model" / "README.md").read_text()
+    assert "then VGG16's block5 trained with the decoder" in card and "then SCST again" in card
 
 
 def test_block5_alone_leaves_the_decoder_as_it_was(tmp_path, half_trained, synthetic_data, encoder_weights,

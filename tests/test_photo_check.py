@@ -95,7 +95,7 @@ def test_fit_photo_check_on_a_model_folder(tiny_model_dir, synthetic_data, encod
     root, _ = synthetic_data
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
-    measured = fit_photo_check(folder, root, encoder_weights, tmp_path / "cache", per_kind=6, held_out=3,
+    measured = fit_photo_check(folder, root, None, tmp_path / "cache", per_kind=6, held_out=3,  # its own encoder
                                false_alarms=0.0, dtype="float32")
     assert set(measured["held_out_detected"]) == set(GENERATORS)
     assert measured["dev_false_alarms"] == 0.0  # false_alarms=0: the threshold lies at or below every dev photo
@@ -106,3 +106,17 @@ def test_fit_photo_check_on_a_model_folder(tiny_model_dir, synthetic_data, encod
     # the coloured shapes it was trained on are photos to it
     photo = Image.open(next((root / "Images").glob("1000_*.jpg")))
     assert captioner.describe(photo).is_photo
+
+
+def test_fit_photo_check_refuses_another_encoder_before_extracting_anything(tiny_model_dir, synthetic_data,
+                                                                           tmp_path):
+    """Features cached under another encoder would not be what the folder computes: refused at once."""
+    from captioner.training.photo_check import fit_photo_check
+    from synthetic import random_encoder_weights
+
+    root, _ = synthetic_data
+    other = random_encoder_weights(tmp_path / "other.weights.h5", seed=1)
+    with pytest.raises(ValueError, match="is not the encoder of"):
+        fit_photo_check(tiny_model_dir, root, other, tmp_path / "cache", per_kind=2, held_out=1, dtype="float32")
+    assert not list((tmp_path / "cache").glob("features-*"))  # nothing was extracted
+    assert not (tiny_model_dir / FILE).exists()

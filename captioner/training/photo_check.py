@@ -65,30 +65,36 @@ def skimage_pictures() -> dict[str, tuple[str, object]]:
     return found
 
 
-def fit_photo_check(folder: Path, data_dir: Path, encoder_weights: Path, cache_root: Path, per_kind: int = 200,
+def fit_photo_check(folder: Path, data_dir: Path, encoder_weights: Path | None, cache_root: Path, per_kind: int = 200,
                     held_out: int = 100, false_alarms: float = 0.005, dtype: str | None = None) -> dict:
     """Fit, choose the threshold on dev, measure, and write ``photo_check.json`` and ``config.json``'s
-    ``photo_threshold`` into ``folder``. Returns what was measured."""
+    ``photo_threshold`` into ``folder``. Returns what was measured.
+
+    ``encoder_weights`` (default: the folder's own encoder) names the weights the cached
+    features are looked up by, as ``train.py`` named them; they must be the folder's encoder,
+    which is checked before anything is extracted.
+    """
     import dataclasses
 
     from ..encoder import build_encoder, load_encoder_weights
     from ..flickr8k import load_data
     from ..pipeline import Captioner, check_folder, encoder_path
-    from .run import prepare_features
+    from .run import folder_encoder_weights, prepare_features
 
     folder = Path(folder)
     config, _ = check_folder(folder)
     start = time.perf_counter()
-    data = load_data(data_dir, seed=TrainConfig().seed)
-    splits, cache, _, weights, _ = prepare_features(data, config, TrainConfig(), encoder_weights, cache_root, dtype,
-                                                    progress=False)
+    encoder_weights = Path(encoder_weights) if encoder_weights else encoder_path(folder)
     mine, theirs = build_encoder(config), build_encoder(config)
     load_encoder_weights(mine, encoder_path(folder))
-    load_encoder_weights(theirs, weights)
+    load_encoder_weights(theirs, folder_encoder_weights(encoder_weights, config, cache_root))
     if any(not np.array_equal(a, b) for a, b in zip(mine.get_weights(), theirs.get_weights())):
         raise ValueError(f"{encoder_weights} is not the encoder of {folder}: its cached features would not be "
-                         "what the folder computes")
+                         "what the folder computes (leave --encoder-weights out to use the folder's own)")
     del mine, theirs
+    data = load_data(data_dir, seed=TrainConfig().seed)
+    splits, cache, _, _, _ = prepare_features(data, config, TrainConfig(), encoder_weights, cache_root, dtype,
+                                              progress=False)
     captioner = Captioner.load(folder, compute_dtype=dtype)
     summaries = {PHOTO: _summaries(cache.rows(splits["train"]))}
     for kind in GENERATORS:

@@ -114,19 +114,24 @@ class SelfCriticalBatches(EpochBatches):
         return signature
 
 
-def start_from_folder(folder: Path) -> tuple[ModelConfig, Vocabulary, Path, dict]:
-    """(config, vocabulary, decoder weights, summary of its training) of a model folder SCST starts from."""
+def start_from_folder(folder: Path) -> tuple[ModelConfig, Vocabulary, Path, list[dict], str | None]:
+    """(config, vocabulary, decoder weights, the stages that made it, the arithmetic of its training
+    features) of a model folder that block5 fine-tuning or SCST starts from.
+
+    The stages are the folder's own ``earlier_stages`` followed by its last stage in brief, so a
+    model made from a model folder records, and its card names, every stage from the first.
+    """
     from ..pipeline import DECODER_WEIGHTS, check_folder
 
     config, vocab = check_folder(folder)
     metrics_file = Path(folder) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    summary = {"stage": "xe", "from": str(folder), "epochs": metrics.get("epochs_run"),
-               "train_seconds": metrics.get("train_seconds"), "best_epoch": metrics.get("best_epoch"),
-               "monitor": "dev_bleu4",
-               "best_score": metrics.get("best_dev_bleu4_greedy", metrics.get("best_dev_greedy", {}).get("dev_bleu4")),
-               "history": metrics.get("history", []), "features_dtype": metrics.get("training_features_dtype")}
-    return config, vocab, Path(folder) / DECODER_WEIGHTS, summary
+    (monitor, best), = (metrics.get("best_dev_greedy") or {"dev_bleu4": metrics.get("best_dev_bleu4_greedy")}).items()
+    last = {"stage": metrics.get("stage", "xe"), "from": str(folder), "epochs": metrics.get("epochs_run"),
+            "train_seconds": metrics.get("train_seconds"), "best_epoch": metrics.get("best_epoch"),
+            "monitor": monitor, "best_score": best, "history": metrics.get("history", [])}
+    stages = list(metrics.get("earlier_stages", [])) + [last]
+    return config, vocab, Path(folder) / DECODER_WEIGHTS, stages, metrics.get("training_features_dtype")
 
 
 def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabulary, start_weights: Path,
