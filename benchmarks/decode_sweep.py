@@ -1,0 +1,77 @@
+"""Decoding settings of a model folder, scored on the dev split: beam width x length penalty.
+
+    python benchmarks/decode_sweep.py --model assets/model --data-dir ../shared/flickr8k
+    python benchmarks/decode_sweep.py --model runs/more/model --beam-sizes 3 --length-penalties 0,0.5,0.7,1
+
+Reads the features from train.py's cache (``cache/``, extracted with the folder's own encoder in the
+arithmetic its decoder was trained on; extracted there first if missing) and prints, per setting,
+BLEU-1 and BLEU-4 (nltk, as ``evaluate``), CIDEr-D, the brevity penalty, the mean caption length
+and the share of broken endings. For choosing on dev: the test split is never read.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+from captioner.cider import corpus_cider
+from captioner.config import TrainConfig
+from captioner.evaluate import bleu_scores, decode_all
+from captioner.flickr8k import load_data
+from captioner.grammar import broken_ending
+from captioner.pipeline import Captioner, encoder_path
+from captioner.training.run import prepare_features
+
+
+def brevity_penalty(references, hypotheses) -> float:
+    """nltk corpus_bleu's brevity penalty: each hypothesis against its closest reference length."""
+    hyp = sum(len(h) for h in hypotheses)
+    ref = sum(min((len(r) for r in refs), key=lambda n: (abs(n - len(h)), n)) for refs, h in zip(references, hypotheses))
+    return 1.0 if hyp > ref else math.exp(1 - ref / max(hyp, 1))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, default=Path("assets/model"))
+    p.add_argument("--data-dir", type=Path, default=Path("../shared/flickr8k"))
+    p.add_argument("--cache-dir", type=Path, default=Path("cache"))
+    p.add_argument("--beam-sizes", default="1,3,5")
+    p.add_argument("--length-penalties", default="0,0.3,0.5,0.7,0.9,1.2")
+    p.add_argument("--max-images", type=int, default=None, help="the first N dev photos only")
+    args = p.parse_args()
+
+    captioner = Captioner.load(args.model, compute_dtype="float32")  # the encoder is not run: features are cached
+    metrics = json.loads((args.model / "metrics.json").read_text())
+    dtype = metrics.get("training_features_dtype") or "bfloat16"
+    data = load_data(args.data_dir, seed=TrainConfig().seed)
+    splits, cache, cache_dir, _, _ = prepare_features(data, captioner.config, TrainConfig(), encoder_path(args.model),
+                                                      args.cache_dir, dtype, progress=False)
+    files = splits["dev"][: args.max_images]
+    features = cache.rows(files)
+    references = [data.captions[f] for f in files]  # tokenised
+    print(f"{args.model}: {len(files)} dev photos, features {cache_dir} ({dtype}); "
+          f"shipped: beam {captioner.config.beam_size}, length penalty {captioner.config.length_penalty}")
+    print("beam  penalty  BLEU-1  BLEU-4  CIDEr-D  brevity  words  broken%  seconds")
+    base = captioner.config
+    for beam in [int(b) for b in args.beam_sizes.split(",")]:
+        for penalty in [float(x) for x in args.length_penalties.split(",")]:
+            if beam == 1 and penalty != float(args.length_penalties.split(",")[0]):
+                continue  # greedy decoding does not read the length penalty
+            captioner.config = dataclasses.replace(base, length_penalty=penalty)
+            start = time.perf_counter()
+            hypotheses = [c.words for c in decode_all(captioner, features, beam)]
+            seconds = time.perf_counter() - start
+            bleu = bleu_scores(references, hypotheses)
+            cider = corpus_cider(references, hypotheses)
+            words = sum(map(len, hypotheses)) / len(hypotheses)
+            broken = 100 * sum(map(broken_ending, hypotheses)) / len(hypotheses)
+            print(f"{beam:4d}  {penalty:7.2f}  {100 * bleu['bleu1']:6.2f}  {100 * bleu['bleu4']:6.2f}  "
+                  f"{100 * cider:7.2f}  {brevity_penalty(references, hypotheses):7.3f}  {words:5.2f}  "
+                  f"{broken:7.2f}  {seconds:7.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
