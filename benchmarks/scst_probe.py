@@ -4,9 +4,10 @@
     python benchmarks/scst_probe.py --lr 5e-5 --xe 0.5 --photos 16 --steps 60 --every 30
 
 Uses train.py's feature cache (cache/, made by train.py or any earlier run), read with the
-folder's own encoder in the arithmetic its decoder was trained on. Prints, every K steps: the step, seconds spent sampling, scoring and in the
-training step, the mean sampled reward, the mean sampled length, and greedy dev scores (CIDEr-D,
-BLEU-4, mean length, broken endings, two captions). Nothing is saved.
+folder's own encoder in the arithmetic its decoder was trained on. Prints, every K steps: the
+step, seconds spent sampling, scoring and in the training step, the mean sampled reward, the mean
+sampled length, and greedy dev scores (CIDEr-D, BLEU-4, mean length, broken endings, two
+captions). Nothing is saved.
 """
 import argparse
 import time
@@ -22,9 +23,9 @@ from captioner.evaluate import bleu_scores
 from captioner.flickr8k import load_data
 from captioner.grammar import broken_ending
 from captioner.model import SelfCriticalModel, build_decoder
+from captioner.pipeline import encoder_path
 from captioner.training.batches import encode_captions
 from captioner.training.checkpoints import load_decoder_weights
-from captioner.pipeline import encoder_path
 from captioner.training.run import prepare_features
 from captioner.training.scst import SelfCriticalBatches, start_from_folder
 
