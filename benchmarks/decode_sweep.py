@@ -1,7 +1,8 @@
-"""Decoding settings of a model folder, scored on the dev split: beam width x length penalty.
+"""Decoding settings of a model folder, scored on the dev split (or train): beam width x length penalty.
 
     python benchmarks/decode_sweep.py --model assets/model --data-dir ../shared/flickr8k
     python benchmarks/decode_sweep.py --model runs/more/model --beam-sizes 3 --length-penalties 0,0.5,0.7,1
+    python benchmarks/decode_sweep.py --split train --max-images 1000 --beam-sizes 1   # against dev: overfitting
 
 Reads the features from train.py's cache (``cache/``, extracted with the folder's own encoder in the
 arithmetic its decoder was trained on; extracted there first if missing) and prints, per setting,
@@ -40,7 +41,9 @@ def main():
     p.add_argument("--cache-dir", type=Path, default=Path("cache"))
     p.add_argument("--beam-sizes", default="1,3,5")
     p.add_argument("--length-penalties", default="0,0.3,0.5,0.7,0.9,1.2")
-    p.add_argument("--max-images", type=int, default=None, help="the first N dev photos only")
+    p.add_argument("--split", choices=("dev", "train"), default="dev",
+                   help="train: how much better the model does on photos it learnt from (never test)")
+    p.add_argument("--max-images", type=int, default=None, help="the first N photos of the split only")
     args = p.parse_args()
 
     captioner = Captioner.load(args.model, compute_dtype="float32")  # the encoder is not run: features are cached
@@ -49,10 +52,10 @@ def main():
     data = load_data(args.data_dir, seed=TrainConfig().seed)
     splits, cache, cache_dir, _, _ = prepare_features(data, captioner.config, TrainConfig(), encoder_path(args.model),
                                                       args.cache_dir, dtype, progress=False)
-    files = splits["dev"][: args.max_images]
+    files = splits[args.split][: args.max_images]
     features = cache.rows(files)
     references = [data.captions[f] for f in files]  # tokenised
-    print(f"{args.model}: {len(files)} dev photos, features {cache_dir} ({dtype}); "
+    print(f"{args.model}: {len(files)} {args.split} photos, features {cache_dir} ({dtype}); "
           f"shipped: beam {captioner.config.beam_size}, length penalty {captioner.config.length_penalty}")
     print("beam  penalty  BLEU-1  BLEU-4  CIDEr-D  brevity  words  broken%  seconds")
     base = captioner.config
