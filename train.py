@@ -96,7 +96,7 @@ def main(argv=None):
     config = ModelConfig(**{k: v for k, v in pick(ModelConfig).items() if k != "encoder_weights"})
     if args.encoder_weights_name:
         config = dataclasses.replace(config, encoder_weights=args.encoder_weights_name)
-    elif args.encoder_weights != DEFAULT_ENCODER_WEIGHTS and not args.init_from:
+    elif args.encoder_weights != DEFAULT_ENCODER_WEIGHTS:
         config = dataclasses.replace(config, encoder_weights=f"{args.encoder_weights.name} (user-supplied)")
     tcfg = TrainConfig(**pick(TrainConfig))
     encoder_weights = args.encoder_weights

@@ -14,24 +14,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
-from captioner.cider import corpus_cider
+import nltk.translate.bleu_score as bleu
+
 from captioner.config import TrainConfig
-from captioner.evaluate import bleu_scores, decode_all
+from captioner.evaluate import score_features
 from captioner.flickr8k import load_data
-from captioner.grammar import broken_ending
 from captioner.pipeline import Captioner, encoder_path
 from captioner.training.run import prepare_features
 
 
 def brevity_penalty(references, hypotheses) -> float:
-    """nltk corpus_bleu's brevity penalty: each hypothesis against its closest reference length."""
+    """nltk corpus_bleu's brevity penalty: the hypotheses' length against their closest references'."""
     hyp = sum(len(h) for h in hypotheses)
-    ref = sum(min((len(r) for r in refs), key=lambda n: (abs(n - len(h)), n)) for refs, h in zip(references, hypotheses))
-    return 1.0 if hyp > ref else math.exp(1 - ref / max(hyp, 1))
+    return bleu.brevity_penalty(sum(bleu.closest_ref_length(r, len(h)) for r, h in zip(references, hypotheses)), hyp)
 
 
 def main():
@@ -64,17 +62,14 @@ def main():
             if beam == 1 and penalty != float(args.length_penalties.split(",")[0]):
                 continue  # greedy decoding does not read the length penalty
             captioner.config = dataclasses.replace(base, length_penalty=penalty)
-            start = time.perf_counter()
-            hypotheses = [c.words for c in decode_all(captioner, features, beam)]
+            start, decoded = time.perf_counter(), {}
+            row = score_features(captioner, features, references, (beam,), captions=decoded)[beam]
             seconds = time.perf_counter() - start
-            bleu = bleu_scores(references, hypotheses)
-            cider = corpus_cider(references, hypotheses)
+            hypotheses = [c.words for c in decoded[beam]]
             words = sum(map(len, hypotheses)) / len(hypotheses)
-            broken = 100 * sum(map(broken_ending, hypotheses)) / len(hypotheses)
-            print(f"{beam:4d}  {penalty:7.2f}  {100 * bleu['bleu1']:6.2f}  {100 * bleu['bleu4']:6.2f}  "
-                  f"{100 * cider:7.2f}  {brevity_penalty(references, hypotheses):7.3f}  {words:5.2f}  "
-                  f"{broken:7.2f}  {seconds:7.1f}", flush=True)
-
+            print(f"{beam:4d}  {penalty:7.2f}  {100 * row['bleu1']:6.2f}  {100 * row['bleu4']:6.2f}  "
+                  f"{100 * row['cider']:7.2f}  {brevity_penalty(references, hypotheses):7.3f}  {words:5.2f}  "
+                  f"{100 * row['broken_endings']:7.2f}  {seconds:7.1f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -66,7 +66,7 @@ def export_run(model, run: Run, out_dir: Path, beam_sizes=(1, 3, 5), coco: bool 
 
 def stage_story(stages: list[dict]) -> str:
     """The training stages in order, in words: "Cross-entropy (9 epochs, 68 minutes), then ..."."""
-    words = []
+    words, self_critical = [], False
     for stage in stages:
         span = f"{stage.get('epochs')} epochs, {(stage.get('train_seconds') or 0) / 60:.0f} minutes"
         kind = stage.get("stage")
@@ -76,10 +76,10 @@ def stage_story(stages: list[dict]) -> str:
             decoder = {"trained": " with the decoder", "frozen": " alone under the frozen decoder"}.get(
                 stage.get("decoder"), "")
             words.append(f"VGG16's block5 trained{decoder} (cross-entropy on cached block4_pool features, {span})")
-        elif kind == "scst" and any(w.startswith("self-critical") for w in words):
-            words.append(f"SCST again from that stage's best epoch, with a new optimiser ({span})")
         elif kind == "scst":
-            words.append(f"self-critical sequence training (SCST, Rennie et al. 2017; reward CIDEr-D, {span})")
+            words.append(f"SCST again from that stage's best epoch, with a new optimiser ({span})" if self_critical
+                         else f"self-critical sequence training (SCST, Rennie et al. 2017; reward CIDEr-D, {span})")
+            self_critical = True
     text = ", then ".join(words)
     return text[:1].upper() + text[1:]
 

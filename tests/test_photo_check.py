@@ -88,15 +88,18 @@ def test_a_damaged_photo_check_is_refused_naming_the_file(tiny_model_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_fit_photo_check_on_a_model_folder(tiny_model_dir, synthetic_data, encoder_weights, tmp_path):
-    """The whole command on the tiny model: it writes the check and the threshold, and the folder uses them."""
+def test_fit_photo_check_on_a_model_folder(trained_run, tiny_model_dir, synthetic_data, tmp_path):
+    """The whole command on the tiny model: it writes the check and the threshold, and the folder uses them;
+    by default it reads the folder's own encoder, and so finds the features train.py cached."""
     from captioner.training.photo_check import fit_photo_check, format_measured
 
     root, _ = synthetic_data
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
-    measured = fit_photo_check(folder, root, None, tmp_path / "cache", per_kind=6, held_out=3,  # its own encoder
+    cached = sorted((trained_run / "cache").glob("features-*"))
+    measured = fit_photo_check(folder, root, None, trained_run / "cache", per_kind=6, held_out=3,
                                false_alarms=0.0, dtype="float32")
+    assert sorted((trained_run / "cache").glob("features-*")) == cached  # nothing extracted again
     assert set(measured["held_out_detected"]) == set(GENERATORS)
     assert measured["dev_false_alarms"] == 0.0  # false_alarms=0: the threshold lies at or below every dev photo
     assert "threshold" in format_measured(measured)

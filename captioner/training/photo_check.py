@@ -84,14 +84,16 @@ def fit_photo_check(folder: Path, data_dir: Path, encoder_weights: Path | None, 
     folder = Path(folder)
     config, _ = check_folder(folder)
     start = time.perf_counter()
-    encoder_weights = Path(encoder_weights) if encoder_weights else encoder_path(folder)
-    mine, theirs = build_encoder(config), build_encoder(config)
-    load_encoder_weights(mine, encoder_path(folder))
-    load_encoder_weights(theirs, folder_encoder_weights(encoder_weights, config, cache_root))
-    if any(not np.array_equal(a, b) for a, b in zip(mine.get_weights(), theirs.get_weights())):
-        raise ValueError(f"{encoder_weights} is not the encoder of {folder}: its cached features would not be "
-                         "what the folder computes (leave --encoder-weights out to use the folder's own)")
-    del mine, theirs
+    if encoder_weights is None:
+        encoder_weights = encoder_path(folder)
+    else:  # another file: it must hold the folder's encoder, or its features are not what the folder computes
+        mine, theirs = build_encoder(config), build_encoder(config)
+        load_encoder_weights(mine, encoder_path(folder))
+        load_encoder_weights(theirs, folder_encoder_weights(encoder_weights, config, cache_root))
+        if any(not np.array_equal(a, b) for a, b in zip(mine.get_weights(), theirs.get_weights())):
+            raise ValueError(f"{encoder_weights} is not the encoder of {folder}: its cached features would not be "
+                             "what the folder computes (leave --encoder-weights out to use the folder's own)")
+        del mine, theirs
     data = load_data(data_dir, seed=TrainConfig().seed)
     splits, cache, _, _, _ = prepare_features(data, config, TrainConfig(), encoder_weights, cache_root, dtype,
                                               progress=False)
