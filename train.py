@@ -73,6 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--scst-baseline", choices=("mean", "greedy"), default=t.scst_baseline,
                    help="what a sampled caption's reward is compared with: the mean of the photo's other "
                         "samples, or the reward of its greedy caption (Rennie et al.)")
+    p.add_argument("--block-repeats", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode (and, in SCST, sample) without saying a thing twice (\"a bike on a bike\"); "
+                        "on by default for the models it trains, also with --init-from")
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=t.jit_compile,
                    help="compile the train step with XLA")
     return p.parse_args(argv)
@@ -105,6 +108,7 @@ def main(argv=None):
             sys.exit("--init-from starts block5 fine-tuning or self-critical training: give --finetune-block5 "
                      "or --scst-epochs too")
         config, vocab, start, earlier, features_dtype = start_from_folder(args.init_from)
+        config = dataclasses.replace(config, block_repeats=args.block_repeats)
         dtype = args.dtype or features_dtype  # the features the folder's decoder learnt from
     else:
         model, run = train(args.data_dir, args.run_dir, config, tcfg, encoder_weights, args.cache_dir,

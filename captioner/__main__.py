@@ -93,7 +93,7 @@ def cmd_evaluate(args) -> int:
     table = evaluate_folder(args.model, args.data_dir, args.split, beams, args.cache_dir, coco=args.coco,
                             max_images=args.max_images, progress=not args.quiet,
                             length_penalty=args.length_penalty, captions_out=args.captions,
-                            whole_endings=args.whole_endings)
+                            whole_endings=args.whole_endings, block_repeats=args.block_repeats)
     print(format_table(table))
     if args.json:
         print(json.dumps(table, indent=1))
@@ -164,6 +164,9 @@ def main(argv=None) -> int:
     p.add_argument("--length-penalty", type=float, default=None, help="override the model's (to tune on dev)")
     p.add_argument("--whole-endings", action=argparse.BooleanOptionalAction, default=None,
                    help="override the model's rule against ending a caption mid-phrase (to measure it on dev)")
+    p.add_argument("--block-repeats", action=argparse.BooleanOptionalAction, default=None,
+                   help="override the model's rule against saying a thing twice, \"a bike on a bike\" (to "
+                        "measure it on dev)")
     p.add_argument("--coco", action="store_true", help="also METEOR and ROUGE-L via pycocoevalcap (CIDEr-D is "
                                                         "always computed)")
     p.add_argument("--captions", type=Path, default=None,

@@ -47,6 +47,9 @@ class ModelConfig:
     beam_size: int = 3
     length_penalty: float = 0.7  # score = log p / len ** length_penalty
     whole_endings: bool = True  # never end on an unfinished phrase ("on a blue"): captioner.grammar
+    # never say a thing twice ("a bike on a bike", "on a a bench"): captioner.grammar.repeats; off for
+    # folders written before it, so they decode as they were measured (train.py turns it on)
+    block_repeats: bool = False
     # --- hedged wording, chosen on the dev split: per-word mean log-probability
     # at or above hedge_sure -> "Probably ..."; at or above hedge_possible -> "Possibly ..."
     hedge_sure: float = -0.9

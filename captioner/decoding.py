@@ -8,7 +8,10 @@ draws captions at random through the same step, for self-critical training.
 
 With ``whole_endings``, no strategy may end a caption where the phrase is
 unfinished ("sitting on a blue"): ``<end>`` is ruled out after such words
-(:mod:`captioner.grammar`), so the search looks for the object instead.
+(:mod:`captioner.grammar`), so the search looks for the object instead. With
+``block_repeats``, no strategy may say a thing twice ("a man is riding a bike
+on a bike", "on a a bench"): the words that would repeat the caption are
+ruled out at each step (:func:`captioner.grammar.repeats`).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from keras import ops
 
 from .backend import compile_function, to_numpy
 from .backend import name as backend_name
-from .grammar import EndingRule
+from .grammar import EndingRule, RepeatRule
 from .vocab import Vocabulary
 
 TOP_K_SHOWN = 5
@@ -277,6 +280,29 @@ def _forbid_end(log_probs: np.ndarray, vocab: Vocabulary, t: int, whole_endings:
         log_probs[_ending_rule(vocab).may_not_end(last, before), vocab.end_id] = -np.inf
 
 
+_repeat_rules = weakref.WeakKeyDictionary()
+
+
+def _repeat_rule(vocab: Vocabulary) -> RepeatRule:
+    """The vocabulary's :class:`RepeatRule`, built once per vocabulary."""
+    if vocab not in _repeat_rules:
+        _repeat_rules[vocab] = RepeatRule(vocab.words)
+    return _repeat_rules[vocab]
+
+
+def _forbid_repeats(log_probs: np.ndarray, vocab: Vocabulary, histories, block_repeats: bool) -> None:
+    """With ``block_repeats``, rule out in place every next word that would make a row's caption say a thing
+    twice ("a bike on a bike", "on a a bench"; :func:`captioner.grammar.repeats`). ``histories``: each row's
+    word ids so far."""
+    if not block_repeats:
+        return
+    rule = _repeat_rule(vocab)
+    for row, history in enumerate(histories):
+        banned = rule.banned(history)
+        if banned:
+            log_probs[row, banned] = -np.inf
+
+
 def blocked_ends(vocab: Vocabulary, tokens: np.ndarray, whole_endings: bool) -> np.ndarray:
     """Where :func:`_forbid_end` ruled ``<end>`` out while ``tokens`` were drawn, for whole captions at once.
 
@@ -291,6 +317,31 @@ def blocked_ends(vocab: Vocabulary, tokens: np.ndarray, whole_endings: bool) -> 
     if whole_endings and blocked.shape[1] > 1:
         blocked[:, 1:] = _ending_rule(vocab).may_not_end(tokens[:, 1:-1], tokens[:, :-2])
     return blocked
+
+
+def blocked_repeats(vocab: Vocabulary, tokens: np.ndarray, block_repeats: bool) -> np.ndarray:
+    """Which words :func:`_forbid_repeats` ruled out while ``tokens`` were drawn, for whole captions at once.
+
+    tokens (N, T + 1) ``<start> w_1 ..`` -> (N, T, R) int32: the ids ruled out at the step that chose
+    ``tokens[:, t + 1]``, padded with -1 (R at least 1; all -1 without ``block_repeats``). Like
+    :func:`blocked_ends`, for self-critical training's loss.
+    """
+    tokens = np.asarray(tokens)
+    n, steps = tokens.shape[0], tokens.shape[1] - 1
+    banned = [[[] for _ in range(steps)] for _ in range(n)]
+    if block_repeats:
+        rule, special = _repeat_rule(vocab), {vocab.pad_id, vocab.end_id}
+        for i in range(n):
+            for t in range(steps):
+                if t and tokens[i, t] in special:
+                    break  # the caption ended: later steps are padding, never scored
+                banned[i][t] = rule.banned(tokens[i, 1:t + 1].tolist())
+    width = max([1] + [len(b) for row in banned for b in row])
+    out = np.full((n, steps, width), -1, np.int32)
+    for i, row in enumerate(banned):
+        for t, ids in enumerate(row):
+            out[i, t, : len(ids)] = ids
+    return out
 
 
 def _largest(values: np.ndarray, k: int) -> np.ndarray:
@@ -328,7 +379,7 @@ def _score(log_prob: float, length: int, length_penalty: float) -> float:
 
 
 def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, length_penalty: float = 0.0,
-           with_steps: bool = False, whole_endings: bool = False) -> list[Caption]:
+           with_steps: bool = False, whole_endings: bool = False, block_repeats: bool = False) -> list[Caption]:
     """The likeliest word at every step, for a batch of photos: features (B, L, D)."""
     decode = _functions(decoder)
     h, c, features, projected = decode.prepare(features)  # features and projected stay backend tensors
@@ -342,10 +393,12 @@ def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, le
     log_prob = np.zeros(batch)
     ended = np.zeros(batch, bool)
     before = tokens.copy()
+    ids = [[] for _ in range(batch)]  # each photo's word ids so far
     for t in range(max_length + 1):
         log_probs, h, c, alpha, beta = decode.step(tokens, h, c, features, projected)  # (B, V), (B, n) x 2, ..
         log_probs[:, banned] = -np.inf
         _forbid_end(log_probs, vocab, t, whole_endings, tokens, before)
+        _forbid_repeats(log_probs, vocab, ids, block_repeats)
         if t == max_length:
             break  # cut off: no <end> within max_length words
         before, tokens = tokens, np.argmax(log_probs, axis=-1).astype(np.int32)
@@ -357,6 +410,7 @@ def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, le
                 ended[b] = True
             else:
                 words[b].append(vocab.words[tokens[b]])
+                ids[b].append(int(tokens[b]))
                 alphas[b].append(alpha[b])
                 betas[b].append(beta[b])
         if ended.all():
@@ -370,15 +424,16 @@ def greedy(decoder, vocab: Vocabulary, features: np.ndarray, max_length: int, le
 
 
 def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int, max_length: int,
-                length_penalty: float = 0.7, with_steps: bool = False, whole_endings: bool = False) -> Caption:
+                length_penalty: float = 0.7, with_steps: bool = False, whole_endings: bool = False,
+                block_repeats: bool = False) -> Caption:
     """Beam search for one photo: features (L, D). See :func:`beam_search_batch`."""
     return beam_search_batch(decoder, vocab, np.asarray(features)[None], beam_size, max_length, length_penalty,
-                             with_steps, whole_endings)[0]
+                             with_steps, whole_endings, block_repeats)[0]
 
 
 def beam_search_batch(decoder, vocab: Vocabulary, features: np.ndarray, beam_size: int, max_length: int,
                       length_penalty: float = 0.7, with_steps: bool = False,
-                      whole_endings: bool = False) -> list[Caption]:
+                      whole_endings: bool = False, block_repeats: bool = False) -> list[Caption]:
     """Beam search for each of B photos, features (B, L, D); every live beam of every photo advances in one
     batched step, so photos that arrive together (the app under load) share the decoder's work.
 
@@ -407,6 +462,7 @@ def beam_search_batch(decoder, vocab: Vocabulary, features: np.ndarray, beam_siz
         history = [[vocab.start_id] * 2 + beam[0] for b in photos for beam in beams[b]]
         _forbid_end(log_probs, vocab, t, whole_endings, np.array([x[-1] for x in history]),
                     np.array([x[-2] for x in history]))
+        _forbid_repeats(log_probs, vocab, [beam[0] for b in photos for beam in beams[b]], block_repeats)
         next_rows, next_beams, first = [], {}, 0
         for b in photos:
             live, n = beams[b], len(beams[b])
@@ -452,13 +508,14 @@ def beam_search_batch(decoder, vocab: Vocabulary, features: np.ndarray, beam_siz
 
 
 def sample(decoder, vocab: Vocabulary, features: np.ndarray, samples: int, max_length: int, rng: np.random.Generator,
-           whole_endings: bool = False) -> np.ndarray:
+           whole_endings: bool = False, block_repeats: bool = False) -> np.ndarray:
     """``samples`` captions drawn at random for each photo, word by word from p(y_t | y_<t, a).
 
     features (B, L, D) -> token ids (B * samples, max_length + 2): ``<start> w_1 .. w_n <end> <pad> ..``,
     the samples of photo b in rows b * samples ... (b + 1) * samples - 1. A caption that reaches
     ``max_length`` words has no ``<end>``. Used by self-critical training, with the decoder's
-    dropout off; the same rules as :func:`greedy` (no specials, no empty caption, ``whole_endings``).
+    dropout off; the same rules as :func:`greedy` (no specials, no empty caption, ``whole_endings``,
+    ``block_repeats``).
     """
     decode = _functions(decoder)
     h, c, features, projected = decode.prepare(np.repeat(np.asarray(features, np.float32), samples, axis=0))  # N = B K
@@ -472,6 +529,7 @@ def sample(decoder, vocab: Vocabulary, features: np.ndarray, samples: int, max_l
         log_probs, h, c, _, _ = decode.step(tokens, h, c, features, projected)  # (N, V)
         log_probs[:, banned] = -np.inf
         _forbid_end(log_probs, vocab, t, whole_endings, tokens, before)
+        _forbid_repeats(log_probs, vocab, out[:, 1:t + 1].tolist() if block_repeats else [], block_repeats)
         probs = np.exp(log_probs - log_probs.max(axis=1, keepdims=True))
         cumulative = np.cumsum(probs, axis=1)
         draws = rng.random(n)[:, None] * cumulative[:, -1:]  # one uniform draw per row, inverse CDF

@@ -110,13 +110,15 @@ def score_features(captioner, features, references, beam_sizes=(3,), coco: bool 
 def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), cache_root="cache",
                     coco: bool = False, max_images: int | None = None, progress: bool = True,
                     length_penalty: float | None = None, compute_dtype: str | None = None,
-                    captions_out: str | Path | None = None, whole_endings: bool | None = None) -> dict:
+                    captions_out: str | Path | None = None, whole_endings: bool | None = None,
+                    block_repeats: bool | None = None) -> dict:
     """Score a model folder on a split: {beam_size: {metric: value}}.
 
     ``captions_out`` names a JSON-lines file for the captions of the first beam
     width: photo, caption, hedged wording, score and per-word log-probability.
 
-    ``length_penalty`` and ``whole_endings`` override the folder's own, to choose them on the dev split.
+    ``length_penalty``, ``whole_endings`` and ``block_repeats`` override the folder's own, to choose them
+    on the dev split.
     ``compute_dtype`` is the encoder's arithmetic; by default the one its
     training features were extracted with (``metrics.json``), so that the test
     scores recorded there are reproduced.
@@ -134,6 +136,8 @@ def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), c
         captioner.config = dataclasses.replace(captioner.config, length_penalty=length_penalty)
     if whole_endings is not None:
         captioner.config = dataclasses.replace(captioner.config, whole_endings=whole_endings)
+    if block_repeats is not None:
+        captioner.config = dataclasses.replace(captioner.config, block_repeats=block_repeats)
     data = load_data(data_dir)
     files, features = split_features(captioner, data, split, cache_root, max_images, progress, compute_dtype)
     decoded = {}

@@ -53,3 +53,38 @@ class EndingRule:
         ``before`` is the id before ``last`` (any id that is not a word, such as ``<start>``, where there is none).
         """
         return self.function[last] | (self.adjective[last] & self.determiner[before])
+
+
+def _repeating(history, is_content) -> set:
+    """The next words that would repeat what ``history`` already says (see :func:`repeats`)."""
+    if not history:
+        return set()
+    last = history[-1]
+    out = {last}  # "a a", "bench bench"
+    out.update(history[i + 1] for i in range(len(history) - 1)
+               if history[i] == last and is_content(history[i + 1]))  # "a bike on a bike", "a brown dog .. brown dog"
+    for word in reversed(history):  # "red and red", "a hat and a hat", "a woman in a woman"
+        if is_content(word):
+            out.add(word)
+            break
+    return out
+
+
+def repeats(words: list[str]) -> bool:
+    """True when a caption says a thing twice, the way a self-critically trained decoder does and people don't:
+    a word twice in a row ("on a a bench"), a word pair ending in a content word twice ("a man is riding a bike
+    on a bike"), or a content word again with only function words between ("a woman in a woman", "red and red").
+    """
+    content = lambda w: w not in FUNCTION_WORDS  # noqa: E731
+    return any(words[t] in _repeating(words[:t], content) for t in range(1, len(words)))
+
+
+class RepeatRule:
+    """:func:`repeats` on vocabulary ids: the words a partial caption may not say next."""
+
+    def __init__(self, words: list[str]):
+        self.content = np.array([w not in FUNCTION_WORDS for w in words])
+
+    def banned(self, history: list[int]) -> list[int]:
+        """Ids that would make ``history`` (the caption's word ids so far) repeat itself."""
+        return sorted(_repeating(list(history), lambda i: bool(self.content[i])))

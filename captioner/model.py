@@ -381,12 +381,12 @@ class SelfCriticalModel(CaptionModel):
 
     ``fit`` gets batches of captions the decoder itself sampled,
     ``{"features": (N, L, D), "captions": (N, T + 1), "end_blocked": (N, T), "advantage": (N,),
-    "reward": (N,)}``, where ``advantage`` is each caption's CIDEr-D reward minus the mean reward
+    "reward": (N,)}`` (and ``"repeat_blocked"`` (N, T, R) where the sampler blocked repeats), where ``advantage`` is each caption's CIDEr-D reward minus the mean reward
     of the other captions sampled for the same photo. The loss is the policy
     gradient -sum_t A log pi(w_t | w_<t, a), over the real tokens (the ``<end>``
     included), divided by their count, where pi is the distribution the
     sampler drew from (:meth:`sampling_policy`: p without the special tokens,
-    and without ``<end>`` where ``end_blocked``), plus ``xe_weight`` times the
+    without ``<end>`` where ``end_blocked``, and without the words ``repeat_blocked`` names), plus ``xe_weight`` times the
     cross-entropy of one human reference per photo (batches then also hold
     ``"references"`` (B, T + 1) and ``"reference_features"`` (B, L, D)); dropout is off (the sampler ran without
     it), and so is the attention penalty of eq. 14: after cross-entropy it is
@@ -413,7 +413,7 @@ class SelfCriticalModel(CaptionModel):
         logits, alphas = y_pred
         targets = x["captions"][:, 1:]  # (N, T)
         mask = ops.cast(ops.not_equal(targets, 0), "float32")
-        logits = self.sampling_policy(ops.cast(logits, "float32"), x["end_blocked"])
+        logits = self.sampling_policy(ops.cast(logits, "float32"), x["end_blocked"], x.get("repeat_blocked"))
         log_p = -keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)  # (N, T)
         advantage = ops.expand_dims(ops.cast(x["advantage"], "float32"), 1)  # (N, 1)
         loss = -ops.sum(advantage * log_p * mask) / ops.maximum(ops.sum(mask), 1.0)
@@ -426,13 +426,17 @@ class SelfCriticalModel(CaptionModel):
         return loss
 
     @staticmethod
-    def sampling_policy(logits, end_blocked):
+    def sampling_policy(logits, end_blocked, repeat_blocked=None):
         """The logits (N, T, V) of the distribution the sampler drew from: ``<pad>``, ``<start>`` and
-        ``<unk>`` never, ``<end>`` not where ``end_blocked`` (N, T) is 1 (see :func:`~captioner.decoding.sample`)."""
+        ``<unk>`` never, ``<end>`` not where ``end_blocked`` (N, T) is 1, and not the ids that
+        ``repeat_blocked`` (N, T, R), padded with -1, names at each step (see :func:`~captioner.decoding.sample`)."""
         vocab = ops.shape(logits)[-1]
         never = ops.one_hot(ops.convert_to_tensor([PAD_ID, START_ID, UNK_ID]), vocab)  # (3, V)
         end = ops.one_hot(ops.convert_to_tensor(END_ID), vocab)  # (V,)
         blocked = ops.cast(end_blocked, "float32")[..., None] * end  # (N, T, V)
+        if repeat_blocked is not None:  # -1 is a zero row of one_hot: padding blocks nothing
+            repeats = ops.sum(ops.one_hot(ops.cast(repeat_blocked, "int32"), vocab), axis=2)  # (N, T, V)
+            blocked = ops.maximum(blocked, ops.minimum(repeats, 1.0))
         return logits + BLOCKED * (ops.sum(never, axis=0) + blocked)
 
     def get_config(self):

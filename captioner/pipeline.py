@@ -368,7 +368,8 @@ class Captioner:
             verdicts = self.judge(features)
             captions = beam_search_batch(self.decoder, self.vocab, features, beam_size, self.config.max_length,
                                          self.config.length_penalty, with_steps=with_steps,
-                                         whole_endings=self.config.whole_endings)
+                                         whole_endings=self.config.whole_endings,
+                                         block_repeats=self.config.block_repeats)
             done = time.perf_counter()
         return [Description(p.image, caption, verdict.message or hedge(caption, self.config), beam_size,
                             {"read": p.seconds, "encoder": encoded - start, "decoder": done - encoded}, verdict)
@@ -408,10 +409,11 @@ class Captioner:
         with self._lock:
             return beam_search(self.decoder, self.vocab, features, beam_size or self.config.beam_size,
                                self.config.max_length, self.config.length_penalty, with_steps=with_steps,
-                               whole_endings=self.config.whole_endings)
+                               whole_endings=self.config.whole_endings,
+                               block_repeats=self.config.block_repeats)
 
     def greedy_batch(self, features: np.ndarray) -> list[Caption]:
         """Greedy captions for many photos' features (B, L, D) at once: for evaluation."""
         with self._lock:
             return greedy(self.decoder, self.vocab, features, self.config.max_length, self.config.length_penalty,
-                          whole_endings=self.config.whole_endings)
+                          whole_endings=self.config.whole_endings, block_repeats=self.config.block_repeats)

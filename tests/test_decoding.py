@@ -178,3 +178,32 @@ def test_largest_is_a_stable_sorts_first_k():
         values = rng.integers(-3, 3, n).astype(np.float64)
         values[rng.random(n) < 0.2] = -np.inf
         np.testing.assert_array_equal(_largest(values, k), np.argsort(-values, kind="stable")[:k])
+
+
+def test_block_repeats_never_says_a_thing_twice():
+    """With ``block_repeats`` no greedy, beam or sampled caption repeats itself ("a bike on a bike", "a a");
+    without it the same decoder does, so the rule is what removes them."""
+    from captioner.decoding import sample
+    from captioner.grammar import repeats
+
+    config, decoder = _random_decoder(vocab_size=12, seed=5)
+    vocab = Vocabulary(list(SPECIALS) + ["a", "on", "and", "red", "dog", "grass", "runs", "the"])
+    bias = decoder.logits.bias.numpy()
+    bias[2] = -2.0  # <end> unlikely: long captions from 8 words repeat themselves
+    decoder.logits.bias.assign(bias)
+    features = np.random.default_rng(3).random((40, _regions(config), 512)).astype(np.float32)
+
+    def captions(block):
+        caps = greedy(decoder, vocab, features, 10, whole_endings=True, block_repeats=block)
+        beams = [beam_search(decoder, vocab, f, 3, 10, whole_endings=True, block_repeats=block)
+                 for f in features[:10]]
+        words = [c.words for c in caps + beams + [b.alternatives[0] for b in beams]]
+        drawn = sample(decoder, vocab, features[:10], 8, 10, np.random.default_rng(0), whole_endings=True,
+                       block_repeats=block)
+        return words + [vocab.decode(row[1:]) for row in drawn]
+
+    said = captions(False)
+    assert sum(map(repeats, said)) > 20  # without the rule this decoder loops
+    said = captions(True)
+    assert not any(map(repeats, said)) and len(said) == 140
+    assert np.mean([len(w) for w in said]) > 4  # and still says something

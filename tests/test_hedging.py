@@ -10,7 +10,7 @@ import pytest
 
 from captioner.config import ModelConfig
 from captioner.decoding import Caption
-from captioner.grammar import DETERMINERS, broken_ending
+from captioner.grammar import DETERMINERS, RepeatRule, broken_ending, repeats
 from captioner.hedging import OPENINGS, confidence_band, hedge, whole_phrase, without_repeats
 
 # The shipped model's captions (beam 3) for the 1,000 Flickr8k dev photos, written by
@@ -106,3 +106,33 @@ def test_thresholds_come_from_the_config():
     assert hedge(cap, dataclasses.replace(CONFIG, hedge_sure=-1.5)) == "Probably a dog runs."
     assert hedge(cap, dataclasses.replace(CONFIG, hedge_sure=-0.1, hedge_possible=-0.2)) == (
         "I'm not sure, but perhaps a dog runs.")
+
+
+@pytest.mark.parametrize("text, said_twice", [
+    ("a man is riding a bike on a bike", True), ("a man is sitting on a a bench", True),
+    ("a woman in a woman is standing on a city street", True), ("a group of people are standing on a red and red", True),
+    ("a black dog is in a black dog in its mouth", True), ("a woman in a hat and a hat", True),
+    ("a man in a red shirt is standing in a field", False), ("a brown dog and a black dog are playing", False),
+    ("a man and a woman are sitting on a bench", False), ("two dogs play in the grass", False),
+])
+def test_repeats(text, said_twice):
+    """Model output from SCST ("a bike on a bike") is caught; "in a ... in a", two different dogs are not."""
+    assert repeats(text.split()) == said_twice
+
+
+def test_the_repeat_rule_on_ids_is_the_rule_on_words():
+    """Decoding bans exactly the next words that would make :func:`repeats` true, on real model output."""
+    captions = [c.split() for c in model_captions()]
+    words = sorted({w for c in captions for w in c})
+    rule, index = RepeatRule(words), {w: i for i, w in enumerate(words)}
+    flagged = 0
+    for caption in captions:
+        ids = [index[w] for w in caption]
+        broken = [t for t in range(1, len(ids)) if ids[t] in rule.banned(ids[:t])]
+        assert bool(broken) == repeats(caption)
+        for t in range(1, len(caption)):  # a prefix free of repeats stays free with any word the rule allows
+            if not broken or t < broken[0]:
+                allowed = [w for w in ("bike", "a", "the", "dog") if index.get(w) not in rule.banned(ids[:t])]
+                assert not any(repeats(caption[:t] + [w]) for w in allowed)
+        flagged += bool(broken)
+    assert 20 < flagged < len(captions) / 4  # the shipped model says a thing twice in about one caption in ten

@@ -8,7 +8,7 @@ import pytest
 
 from captioner.cider import CiderD, corpus_cider
 from captioner.config import TrainConfig
-from captioner.decoding import _banned, _forbid_end, blocked_ends, sample
+from captioner.decoding import _banned, _forbid_end, _forbid_repeats, blocked_ends, blocked_repeats, sample
 from captioner.grammar import broken_ending
 
 
@@ -96,9 +96,11 @@ def test_self_critical_training_needs_two_samples():
         SelfCriticalBatches(None, None, np.zeros((4, 1, 1)), None, 2, 1, 8)
 
 
-def test_policy_gradient_loss_is_minus_the_advantage_weighted_log_probability_of_the_samples():
+@pytest.mark.parametrize("block", [False, True])
+def test_policy_gradient_loss_is_minus_the_advantage_weighted_log_probability_of_the_samples(block):
     """The loss reads the very log-probabilities the sampler drew from (no special tokens, no ``<end>``
-    where the ending rule forbade it, renormalised), and a step along its gradient makes a caption with
+    where the ending rule forbade it, with ``block_repeats`` no word that would repeat the caption,
+    renormalised), and a step along its gradient makes a caption with
     a positive advantage likelier and one with a negative advantage less likely."""
     import keras
 
@@ -115,7 +117,8 @@ def test_policy_gradient_loss_is_minus_the_advantage_weighted_log_probability_of
     model.build()
     grid, _, width = feature_shape(config)
     features = np.random.default_rng(1).random((2, grid * grid, width)).astype(np.float32)
-    tokens = sample(model.decoder, vocab, features, 3, 6, np.random.default_rng(2), whole_endings=True)  # (6, 8)
+    tokens = sample(model.decoder, vocab, features, 3, 6, np.random.default_rng(2), whole_endings=True,
+                    block_repeats=block)  # (6, 8)
     repeated = np.repeat(features, 3, axis=0)
     # the log-probability of each sampled word, step by step under the sampler's own rules
     h, c, projected = model.decoder.prepare(repeated)
@@ -126,6 +129,7 @@ def test_policy_gradient_loss_is_minus_the_advantage_weighted_log_probability_of
         log_p = np.array(keras.ops.log_softmax(logits, axis=-1))
         log_p[:, _banned(vocab)] = -np.inf
         _forbid_end(log_p, vocab, t, True, tokens[:, t], tokens[:, t - 1] if t else tokens[:, 0])
+        _forbid_repeats(log_p, vocab, tokens[:, 1:t + 1].tolist(), block)
         forbidden[:, t] = np.isinf(log_p[:, vocab.end_id])
         log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))  # renormalised over what could be drawn
         step_log_p[:, t] = log_p[np.arange(len(tokens)), tokens[:, t + 1]]
@@ -133,16 +137,21 @@ def test_policy_gradient_loss_is_minus_the_advantage_weighted_log_probability_of
     blocked = blocked_ends(vocab, tokens, whole_endings=True)
     np.testing.assert_array_equal(blocked[mask], forbidden[mask])  # the rule, for whole captions at once
     assert blocked[mask].sum() > len(tokens)  # more than the first step of each caption
+    repeat_blocked = blocked_repeats(vocab, tokens, block)  # (6, 7, R)
+    assert (repeat_blocked[mask] >= 0).any() == block  # with the rule, some scored steps ruled words out
     advantage = np.array([1.0, -1.0, 0.0, 0.5, -0.5, 0.0], np.float32)
     batch = {"features": repeated.astype(np.float16), "captions": tokens, "advantage": advantage,
              "end_blocked": blocked.astype(np.float32), "reward": np.ones(6, np.float32)}
+    if block:
+        batch["repeat_blocked"] = repeat_blocked
     loss = float(model.compute_loss(batch, y_pred=model(batch)))  # dropout off, whatever config.dropout
     expected = -(advantage[:, None] * np.where(mask, step_log_p, 0.0)).sum() / mask.sum()
     assert loss == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
     def caption_log_p():
         logits, _ = model(batch)
-        log_p = np.asarray(keras.ops.log_softmax(model.sampling_policy(logits, blocked), axis=-1))
+        log_p = np.asarray(keras.ops.log_softmax(model.sampling_policy(logits, blocked, batch.get("repeat_blocked")),
+                                                 axis=-1))
         rows = np.take_along_axis(log_p, tokens[:, 1:, None], axis=-1)[..., 0]
         return (rows * mask).sum(axis=1)
 

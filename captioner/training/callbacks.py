@@ -20,10 +20,11 @@ class DevScores(keras.callbacks.Callback):
     """After every epoch: greedy captions for the dev photos, scored with BLEU-1..4 and CIDEr-D (``cider``)."""
 
     def __init__(self, features: np.ndarray, references: list[list[list[str]]], vocab: Vocabulary, max_length: int,
-                 batch_size: int = 250, whole_endings: bool = True):
+                 batch_size: int = 250, whole_endings: bool = True, block_repeats: bool = False):
         super().__init__()
         self.features, self.references, self.vocab = features, references, vocab
         self.max_length, self.batch_size, self.whole_endings = max_length, batch_size, whole_endings
+        self.block_repeats = block_repeats
 
     def score(self) -> dict[str, float]:
         from ..cider import corpus_cider
@@ -35,7 +36,8 @@ class DevScores(keras.callbacks.Callback):
             batch = np.asarray(self.features[s:s + self.batch_size], np.float32)
             batch = np.asarray(self.model.region_features(batch), np.float32)  # block5 fine-tuning: its regions
             hypotheses += [c.words for c in greedy(self.model.decoder, self.vocab, batch, self.max_length,
-                                                   whole_endings=self.whole_endings)]
+                                                   whole_endings=self.whole_endings,
+                                                   block_repeats=self.block_repeats)]
         return {**bleu_scores(self.references, hypotheses), "cider": corpus_cider(self.references, hypotheses)}
 
     def on_epoch_end(self, epoch, logs=None):

@@ -140,7 +140,7 @@ def train_finetune(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vo
     model.compile(optimizer=keras.optimizers.Adam(tcfg.finetune_learning_rate, global_clipnorm=tcfg.clip_norm),
                   jit_compile=backend.jit_compile(tcfg.jit_compile))
     dev = DevScores(cache.rows(splits["dev"]), [data.captions[f] for f in splits["dev"]], vocab, config.max_length,
-                    whole_endings=config.whole_endings)
+                    whole_endings=config.whole_endings, block_repeats=config.block_repeats)
     fresh = Run(config=config, train_config=tcfg, vocab=vocab, run_dir=run_dir, data_dir=Path(data_dir),
                 cache_dir=cache_dir, encoder_weights=weights, compute_dtype=dtype, splits=splits,
                 stage="finetune", earlier=list(earlier or []))

@@ -139,7 +139,7 @@ def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig,
     batches.start_at(run.epoch)
 
     dev = DevScores(cache.rows(splits["dev"]), [data.captions[f] for f in splits["dev"]], vocab, config.max_length,
-                    whole_endings=config.whole_endings)
+                    whole_endings=config.whole_endings, block_repeats=config.block_repeats)
     fit_with_callbacks(model, run, batches, dev, resumed=bool(checkpoint), progress=progress)
     load_decoder_weights(model, run.best_checkpoint)
     log.info("best %s %.4f after epoch %d", run.monitor, run.best_score, run.best_epoch)

@@ -14,9 +14,10 @@ cross-entropy training.
 SCST is known to learn broken endings ("sitting on a blue"): CIDEr pays for
 the n-grams before them and does not miss the object. Sampling here follows
 the decoder's ``whole_endings`` rule, as beam search does at serving time,
-so no caption the policy learns from ends mid-phrase. The loss scores each
+so no caption the policy learns from ends mid-phrase (and its ``block_repeats``
+rule, so none says a thing twice: "a bike on a bike"). The loss scores each
 word under that same rule (``end_blocked``): scored under the unmasked
-distribution instead, every caption worse than its siblings made ``<end>``
+distribution instead (``end_blocked``, and ``repeat_blocked`` for the repeats), every caption worse than its siblings made ``<end>``
 likelier exactly where it may not be drawn, nothing ever pushed it back, and
 greedy captions began to run on ("a man is sitting on a skateboard on a
 skateboard") until dev CIDEr-D collapsed (0.44 to 0.003 in three epochs).
@@ -52,7 +53,8 @@ class SelfCriticalBatches(EpochBatches):
 
     def __init__(self, decoder, vocab: Vocabulary, features: np.ndarray, scorer, photos: int, samples: int,
                  max_length: int, seed: int = 0, whole_endings: bool = True, epoch: int = 0,
-                 references: list[list[list[int]]] | None = None, baseline: str = "mean"):
+                 references: list[list[list[int]]] | None = None, baseline: str = "mean",
+                 block_repeats: bool = False):
         super().__init__()
         if baseline not in ("mean", "greedy"):
             raise ValueError(f"baseline must be 'mean' or 'greedy', not {baseline!r}")
@@ -61,7 +63,7 @@ class SelfCriticalBatches(EpochBatches):
         self.baseline = baseline
         self.decoder, self.vocab, self.features, self.scorer = decoder, vocab, features, scorer
         self.photos, self.samples, self.max_length = photos, samples, max_length
-        self.seed, self.whole_endings, self.epoch = seed, whole_endings, epoch
+        self.seed, self.whole_endings, self.block_repeats, self.epoch = seed, whole_endings, block_repeats, epoch
         self.widths = bucket_widths(max_length)
         self.references = references  # per photo, its reference captions as <start> .. <end> ids (or None)
         self.plan()
@@ -71,19 +73,20 @@ class SelfCriticalBatches(EpochBatches):
         self.batches = [order[s:s + self.photos] for s in range(0, len(order) - self.photos + 1, self.photos)]
 
     def __getitem__(self, index):
-        from ..decoding import blocked_ends, greedy, sample
+        from ..decoding import blocked_ends, blocked_repeats, greedy, sample
 
         photos = np.sort(self.batches[index])  # sorted: h5/memmap reads in order
         features = np.asarray(self.features[photos])  # (B, L, D) float16
         rng = np.random.default_rng([self.seed, self.epoch, index])
         tokens = sample(self.decoder, self.vocab, features, self.samples, self.max_length, rng,
-                        whole_endings=self.whole_endings)  # (B * K, max_length + 2)
+                        whole_endings=self.whole_endings, block_repeats=self.block_repeats)  # (B * K, max_length + 2)
         words = [self.vocab.decode(row[1:]) for row in tokens]
         reward = self.scorer.scores(words, np.repeat(photos, self.samples))  # (B * K,)
         by_photo = reward.reshape(-1, self.samples)  # (B, K)
         if self.baseline == "greedy":  # Rennie et al.: a sample pays when it beats what greedy decoding says
             greedy_words = [c.words for c in greedy(self.decoder, self.vocab, features, self.max_length,
-                                                    whole_endings=self.whole_endings)]
+                                                    whole_endings=self.whole_endings,
+                                                    block_repeats=self.block_repeats)]
             baseline = self.scorer.scores(greedy_words, photos)[:, None]  # (B, 1)
         else:
             baseline = (by_photo.sum(axis=1, keepdims=True) - by_photo) / (self.samples - 1)  # the others' mean
@@ -94,6 +97,8 @@ class SelfCriticalBatches(EpochBatches):
         batch = {"features": np.repeat(features, self.samples, axis=0), "captions": captions,
                  "end_blocked": blocked_ends(self.vocab, captions, self.whole_endings).astype(np.float32),
                  "advantage": advantage.astype(np.float32), "reward": reward.astype(np.float32)}
+        if self.block_repeats:  # (B * K, T, R): the words the sampler ruled out, step by step
+            batch["repeat_blocked"] = blocked_repeats(self.vocab, captions, True)
         if self.references is not None:  # one human caption per photo, drawn with the same generator
             chosen = [self.references[p][rng.integers(len(self.references[p]))] for p in photos]
             refs = np.zeros((len(photos), max(map(len, chosen))), np.int32)
@@ -109,6 +114,8 @@ class SelfCriticalBatches(EpochBatches):
         signature = {"features": ((None,) + width, "float16"), "captions": ((None, None), "int32"),
                      "end_blocked": ((None, None), "float32"), "advantage": ((None,), "float32"),
                      "reward": ((None,), "float32")}
+        if self.block_repeats:
+            signature["repeat_blocked"] = ((None, None, None), "int32")
         if self.references is not None:
             signature.update(references=((None, None), "int32"), reference_features=((None,) + width, "float16"))
         return signature
@@ -165,7 +172,7 @@ def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabu
     model.compile(optimizer=keras.optimizers.Adam(tcfg.scst_learning_rate, global_clipnorm=tcfg.clip_norm),
                   jit_compile=backend.jit_compile(tcfg.jit_compile))
     dev = DevScores(cache.rows(splits["dev"]), [data.captions[f] for f in splits["dev"]], vocab, config.max_length,
-                    whole_endings=config.whole_endings)
+                    whole_endings=config.whole_endings, block_repeats=config.block_repeats)
     fresh = Run(config=config, train_config=tcfg, vocab=vocab, run_dir=run_dir, data_dir=Path(data_dir),
                 cache_dir=cache_dir, encoder_weights=weights, compute_dtype=dtype, splits=splits, stage="scst",
                 earlier=list(earlier or []))
@@ -178,7 +185,7 @@ def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabu
     batches = SelfCriticalBatches(model.decoder, vocab, cache.rows(splits["train"]), scorer, tcfg.scst_photos,
                                   tcfg.scst_samples, min(tcfg.scst_max_words, config.max_length), seed=tcfg.seed,
                                   whole_endings=config.whole_endings, references=encoded,
-                                  baseline=tcfg.scst_baseline)
+                                  baseline=tcfg.scst_baseline, block_repeats=config.block_repeats)
     if not len(batches):
         raise ValueError(f"{len(references)} training photos make no batch of {tcfg.scst_photos}")
     log.info("self-critical training: %d batches of %d photos x %d samples", len(batches), tcfg.scst_photos,
