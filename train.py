@@ -73,6 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--scst-baseline", choices=("mean", "greedy"), default=t.scst_baseline,
                    help="what a sampled caption's reward is compared with: the mean of the photo's other "
                         "samples, or the reward of its greedy caption (Rennie et al.)")
+    p.add_argument("--scst-reward-end", action=argparse.BooleanOptionalAction, default=t.scst_reward_end,
+                   help="SCST: the reward's n-grams include the end of the caption (\"a bike <end>\"), so "
+                        "a caption pays for ending where people end")
     p.add_argument("--block-repeats", action=argparse.BooleanOptionalAction, default=True,
                    help="decode (and, in SCST, sample) without saying a thing twice (\"a bike on a bike\"); "
                         "on by default for the models it trains, also with --init-from")

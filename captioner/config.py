@@ -122,6 +122,7 @@ class TrainConfig:
     scst_xe_weight: float = 0.0  # plus this times the cross-entropy of one reference per photo (0: SCST alone)
     scst_max_words: int = 16  # sampled captions are cut here (nearly 9 in 10 Flickr8k references are no longer)
     scst_baseline: str = "mean"  # "mean": of the photo's other samples (Luo 2020); "greedy": its greedy caption's
+    scst_reward_end: bool = False  # the reward's n-grams include <end> ("a bike <end>"): ending well pays
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -190,3 +190,38 @@ def test_the_greedy_baseline_is_the_reward_of_each_photos_greedy_caption():
     assert SelfCriticalBatches(decoder, vocab, features, scorer, 3, 1, 6, baseline="greedy")[0]["advantage"].shape == (3,)
     with pytest.raises(ValueError, match="baseline"):
         SelfCriticalBatches(decoder, vocab, features, scorer, 3, 4, 6, baseline="best")
+
+
+def test_the_reward_can_count_the_end_of_a_caption():
+    """With ``reward_end`` a finished sample is scored with END_WORD after its words, against references
+    that end with it: a caption that stops where people stop beats the same words cut off at the length
+    limit, which the plain reward cannot tell apart."""
+    import keras
+
+    from captioner.config import ModelConfig
+    from captioner.encoder import feature_shape
+    from captioner.model import build_decoder
+    from captioner.training.scst import END_WORD, SelfCriticalBatches
+    from captioner.vocab import Vocabulary
+
+    refs = [[["a", "dog", "runs", "on", "the", "grass"], ["a", "dog", "runs"], ["a", "brown", "dog", "runs"]],
+            [["two", "people", "sitting", "on", "a", "bench"]] * 3]
+    ended = CiderD([[r + [END_WORD] for r in rs] for rs in refs])
+    words = ["a", "dog", "runs"]
+    assert ended.score(words + [END_WORD], 0) > ended.score(words, 0) > 0
+    assert ended.score(["a", "dog", "runs", "on", END_WORD], 0) < ended.score(words + [END_WORD], 0)
+
+    config = ModelConfig(image_size=64, embed_dim=16, lstm_units=24, attention_dim=12, dropout=0.0)
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "runs", "on", "the", "grass"])
+    keras.utils.set_random_seed(0)
+    grid, _, width = feature_shape(config)
+    features = np.random.default_rng(1).random((2, grid * grid, width)).astype(np.float16)
+    batches = SelfCriticalBatches(build_decoder(config, len(vocab)), vocab, features, ended, 2, 6, 3,
+                                  reward_end=True)
+    batch = batches[0]
+    photos = np.repeat(np.sort(batches.batches[0]), 6)
+    said = [vocab.decode(row[1:]) + ([END_WORD] if vocab.end_id in row[1:] else []) for row in batch["captions"]]
+    assert any(w[-1] == END_WORD for w in said) and any(w[-1] != END_WORD for w in said)  # both kinds drawn
+    np.testing.assert_allclose(batch["reward"], ended.scores(said, photos), rtol=1e-6)
+    assert batches.rewarded([words], [True]) == [words + [END_WORD]]
+    assert batches.rewarded([words], [False]) == [words]

@@ -14,13 +14,16 @@ cross-entropy training.
 SCST is known to learn broken endings ("sitting on a blue"): CIDEr pays for
 the n-grams before them and does not miss the object. Sampling here follows
 the decoder's ``whole_endings`` rule, as beam search does at serving time,
-so no caption the policy learns from ends mid-phrase (and its ``block_repeats``
-rule, so none says a thing twice: "a bike on a bike"). The loss scores each
-word under that same rule (``end_blocked``): scored under the unmasked
-distribution instead (``end_blocked``, and ``repeat_blocked`` for the repeats), every caption worse than its siblings made ``<end>``
-likelier exactly where it may not be drawn, nothing ever pushed it back, and
-greedy captions began to run on ("a man is sitting on a skateboard on a
-skateboard") until dev CIDEr-D collapsed (0.44 to 0.003 in three epochs).
+so no caption the policy learns from ends mid-phrase, and its ``block_repeats``
+rule, so none says a thing twice ("a bike on a bike"). The loss scores each
+word under those same rules (``end_blocked``, ``repeat_blocked``): scored
+under the unmasked distribution instead, every caption worse than its
+siblings made ``<end>`` likelier exactly where it may not be drawn, nothing
+ever pushed it back, and greedy captions began to run on ("a man is sitting
+on a skateboard on a skateboard") until dev CIDEr-D collapsed (0.44 to 0.003
+in three epochs). With ``scst_reward_end`` the reward also counts the end of
+a caption as a word, so ending where people end ("a bike <end>") pays and
+filler before the end ("... on a bike <end>" after "riding a bike") costs.
 """
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ from .record import Run
 
 log = logging.getLogger(__name__)
 
+END_WORD = "<end>"  # how the reward writes the end of a finished caption (scst_reward_end)
+
 
 class SelfCriticalBatches(EpochBatches):
     """Batches of captions sampled by the decoder as it is now, with their rewards and advantages.
@@ -54,7 +59,7 @@ class SelfCriticalBatches(EpochBatches):
     def __init__(self, decoder, vocab: Vocabulary, features: np.ndarray, scorer, photos: int, samples: int,
                  max_length: int, seed: int = 0, whole_endings: bool = True, epoch: int = 0,
                  references: list[list[list[int]]] | None = None, baseline: str = "mean",
-                 block_repeats: bool = False):
+                 block_repeats: bool = False, reward_end: bool = False):
         super().__init__()
         if baseline not in ("mean", "greedy"):
             raise ValueError(f"baseline must be 'mean' or 'greedy', not {baseline!r}")
@@ -64,6 +69,7 @@ class SelfCriticalBatches(EpochBatches):
         self.decoder, self.vocab, self.features, self.scorer = decoder, vocab, features, scorer
         self.photos, self.samples, self.max_length = photos, samples, max_length
         self.seed, self.whole_endings, self.block_repeats, self.epoch = seed, whole_endings, block_repeats, epoch
+        self.reward_end = reward_end  # the scorer's references end with END_WORD: so do finished captions
         self.widths = bucket_widths(max_length)
         self.references = references  # per photo, its reference captions as <start> .. <end> ids (or None)
         self.plan()
@@ -81,13 +87,14 @@ class SelfCriticalBatches(EpochBatches):
         tokens = sample(self.decoder, self.vocab, features, self.samples, self.max_length, rng,
                         whole_endings=self.whole_endings, block_repeats=self.block_repeats)  # (B * K, max_length + 2)
         words = [self.vocab.decode(row[1:]) for row in tokens]
-        reward = self.scorer.scores(words, np.repeat(photos, self.samples))  # (B * K,)
+        ended = [self.vocab.end_id in row[1:] for row in tokens]
+        reward = self.scorer.scores(self.rewarded(words, ended), np.repeat(photos, self.samples))  # (B * K,)
         by_photo = reward.reshape(-1, self.samples)  # (B, K)
         if self.baseline == "greedy":  # Rennie et al.: a sample pays when it beats what greedy decoding says
-            greedy_words = [c.words for c in greedy(self.decoder, self.vocab, features, self.max_length,
-                                                    whole_endings=self.whole_endings,
-                                                    block_repeats=self.block_repeats)]
-            baseline = self.scorer.scores(greedy_words, photos)[:, None]  # (B, 1)
+            said = greedy(self.decoder, self.vocab, features, self.max_length, whole_endings=self.whole_endings,
+                          block_repeats=self.block_repeats)
+            baseline = self.scorer.scores(self.rewarded([c.words for c in said], [c.ended for c in said]),
+                                          photos)[:, None]  # (B, 1)
         else:
             baseline = (by_photo.sum(axis=1, keepdims=True) - by_photo) / (self.samples - 1)  # the others' mean
         advantage = (by_photo - baseline).reshape(-1)
@@ -106,6 +113,12 @@ class SelfCriticalBatches(EpochBatches):
                 refs[j, : len(ids)] = ids
             batch["references"], batch["reference_features"] = refs, features
         return batch
+
+    def rewarded(self, words: list[list[str]], ended: list[bool]) -> list[list[str]]:
+        """The captions as the reward reads them: with ``reward_end``, a finished one ends with END_WORD."""
+        if not self.reward_end:
+            return words
+        return [w + [END_WORD] if e else w for w, e in zip(words, ended)]
 
     prefetch = 0  # no read-ahead: each batch is sampled with the weights of the step before it
 
@@ -164,7 +177,9 @@ def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabu
     splits, cache, cache_dir, weights, dtype = prepare_features(data, config, tcfg, encoder_weights, cache_root,
                                                                 dtype or saved_dtype, progress)
     references = [data.captions[f] for f in splits["train"]]
-    scorer = CiderD(references)  # document frequencies of the training references
+    # document frequencies of the training references; with scst_reward_end each ends with END_WORD, so
+    # "a bike <end>" is a 2-gram people write and "on a <end>" is not
+    scorer = CiderD([[r + [END_WORD] for r in refs] for refs in references] if tcfg.scst_reward_end else references)
 
     keras.utils.set_random_seed(tcfg.seed)
     model = SelfCriticalModel(build_decoder(config, len(vocab)), xe_weight=tcfg.scst_xe_weight, name="captioner")
@@ -185,7 +200,8 @@ def train_scst(data_dir: Path, run_dir: Path, config: ModelConfig, vocab: Vocabu
     batches = SelfCriticalBatches(model.decoder, vocab, cache.rows(splits["train"]), scorer, tcfg.scst_photos,
                                   tcfg.scst_samples, min(tcfg.scst_max_words, config.max_length), seed=tcfg.seed,
                                   whole_endings=config.whole_endings, references=encoded,
-                                  baseline=tcfg.scst_baseline, block_repeats=config.block_repeats)
+                                  baseline=tcfg.scst_baseline, block_repeats=config.block_repeats,
+                                  reward_end=tcfg.scst_reward_end)
     if not len(batches):
         raise ValueError(f"{len(references)} training photos make no batch of {tcfg.scst_photos}")
     log.info("self-critical training: %d batches of %d photos x %d samples", len(batches), tcfg.scst_photos,
