@@ -76,13 +76,17 @@ class CiderD:
             total += dot / (hn[n] * rn[n])
         return penalty * total / N
 
+    def vector(self, words: list[str]):
+        """A caption's tf-idf vectors under these document frequencies, for :meth:`against`."""
+        return self._vector(ngrams(words))
+
+    def against(self, hyp, refs: list) -> float:
+        """CIDEr-D of one caption's :meth:`vector` against any list of captions' vectors (0 for none)."""
+        return 10.0 * sum(self._similarity(hyp, ref) for ref in refs) / len(refs) if refs else 0.0
+
     def score(self, words: list[str], photo: int) -> float:
         """CIDEr-D of one hypothesis against the references of ``photo``."""
-        refs = self._refs[photo]
-        if not refs:
-            return 0.0
-        hyp = self._vector(ngrams(words))
-        return 10.0 * sum(self._similarity(hyp, ref) for ref in refs) / len(refs)
+        return self.against(self.vector(words), self._refs[photo])
 
     def scores(self, hypotheses: list[list[str]], photos) -> np.ndarray:
         """(len(hypotheses),) CIDEr-D of each hypothesis against its photo's references."""

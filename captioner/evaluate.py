@@ -82,11 +82,12 @@ def score_features(captioner, features, references, beam_sizes=(3,), coco: bool 
 
     Besides BLEU, CIDEr-D (``cider``) and the coco metrics, ``broken_endings`` is the share of
     captions that end mid-phrase ("sitting on a blue"; see
-    :func:`captioner.grammar.broken_ending`). ``captions``, if given, receives
+    :func:`captioner.grammar.broken_ending`) and ``repeats`` the share that say a thing twice
+    ("a bike on a bike"; :func:`captioner.grammar.repeats`). ``captions``, if given, receives
     each beam width's :class:`~captioner.decoding.Caption` list.
     """
     from .cider import corpus_cider
-    from .grammar import broken_ending
+    from .grammar import broken_ending, repeats
 
     table = {}
     for k in beam_sizes:
@@ -97,6 +98,7 @@ def score_features(captioner, features, references, beam_sizes=(3,), coco: bool 
         scores = bleu_scores(references, hypotheses)
         scores["cider"] = corpus_cider(references, hypotheses)  # CIDEr-D, as pycocoevalcap's Cider
         scores["broken_endings"] = sum(map(broken_ending, hypotheses)) / max(1, len(hypotheses))
+        scores["repeats"] = sum(map(repeats, hypotheses)) / max(1, len(hypotheses))
         if coco:
             try:
                 scores.update(coco_scores(references, hypotheses))
@@ -153,8 +155,8 @@ def evaluate_folder(model_dir, data_dir, split: str = "test", beam_sizes=(3,), c
 
 def format_table(table: dict) -> str:
     metrics = [m for m in ("bleu1", "bleu2", "bleu3", "bleu4", "coco_bleu4", "meteor", "rouge_l", "cider",
-                           "broken_endings") if any(m in row for row in table.values())]
-    names = {"broken_endings": "broken endings %", "cider": "CIDEr-D"}
+                           "broken_endings", "repeats") if any(m in row for row in table.values())]
+    names = {"broken_endings": "broken endings %", "repeats": "repeats %", "cider": "CIDEr-D"}
     lines = ["| beam | " + " | ".join(names.get(m, m.upper().replace("_", "-")) for m in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
     for k, row in table.items():
