@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import ModelConfig
 from .evaluate import calibrate_hedging, decode_all, format_table, score_features
-from .training.record import Run
+from .training.record import Run, stage_settings
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,11 @@ def stage_story(stages: list[dict]) -> str:
                 stage.get("decoder"), "")
             words.append(f"VGG16's block5 trained{decoder} (cross-entropy on cached block4_pool features, {span})")
         elif kind == "scst":
-            words.append(f"SCST again from that stage's best epoch, with a new optimiser ({span})" if self_critical
-                         else f"self-critical sequence training (SCST, Rennie et al. 2017; reward CIDEr-D, {span})")
+            reward = "CIDEr-D counting the end of a caption as a word" if stage.get("reward_end") else "CIDEr-D"
+            kept = "; no epoch beat its start on dev, so the decoder is unchanged" if stage.get("best_epoch") == 0 else ""
+            words.append(f"SCST again from that stage's best epoch, with a new optimiser (reward {reward}, {span}{kept})"
+                         if self_critical else
+                         f"self-critical sequence training (SCST, Rennie et al. 2017; reward {reward}, {span}{kept})")
             self_critical = True
     text = ", then ".join(words)
     return text[:1].upper() + text[1:]
@@ -92,8 +95,7 @@ def model_card(config: ModelConfig, metrics: dict, table: dict, vocab_size: int,
     (monitor, best), = metrics["best_dev_greedy"].items()
     stages = [s for s in metrics["earlier_stages"] if s.get("stage") != "start"] + [
         {"stage": metrics["stage"], "epochs": metrics["epochs_run"], "train_seconds": metrics["train_seconds"],
-         "best_epoch": metrics["best_epoch"],
-         "decoder": "trained" if train_config.get("finetune_decoder", True) else "frozen"}]
+         "best_epoch": metrics["best_epoch"], **stage_settings(metrics["stage"], train_config)}]
     tuned = next((s for s in stages if s.get("stage") == "finetune"), None)
     start = next((s["dev"] for s in reversed(metrics["earlier_stages"]) if s.get("stage") == "start"), {})
     if len(stages) > 1:
@@ -103,6 +105,8 @@ def model_card(config: ModelConfig, metrics: dict, table: dict, vocab_size: int,
     else:
         training = (f"Best dev {monitor.removeprefix('dev_')} (greedy) {best:.4f} after epoch {metrics['best_epoch']}; "
                     f"training took {metrics['train_seconds'] / 60:.0f} minutes on 2 CPU cores.")
+    rules = "".join([", never ending a caption mid-phrase" if config.whole_endings else "",
+                     ", never saying a thing twice (\"a bike on a bike\")" if config.block_repeats else ""])
     frozen = "blocks 1-4 frozen, block5 fine-tuned on Flickr8k" if tuned and tuned.get("best_epoch") else "frozen"
     return f"""# Show, Attend and Tell captioner: model card
 
@@ -129,7 +133,7 @@ hedging thresholds; the test split was scored once. {training}
 
 {format_table(table)}
 
-The app decodes with beam width {config.beam_size} and length penalty {config.length_penalty}.
+The app decodes with beam width {config.beam_size} and length penalty {config.length_penalty}{rules}.
 
 **Hedged wording.** The mean log-probability per word decides the wording:
 "Probably ..." at or above {config.hedge_sure:.3f}, "Possibly ..." at or above

@@ -253,3 +253,42 @@ def test_block5_alone_leaves_the_decoder_as_it_was(tmp_path, half_trained, synth
         np.testing.assert_array_equal(a, b)
     trained = [v.path for v in model.trainable_variables]
     assert trained and all("block5" in p for p in trained), trained
+
+
+def test_the_card_tells_an_scst_stage_that_changed_nothing_and_its_reward():
+    """A stage whose best epoch is 0 kept its start's decoder, and the card says so; the reward is named."""
+    from captioner.export import stage_story
+
+    stages = [{"stage": "xe", "epochs": 9, "train_seconds": 4080},
+              {"stage": "finetune", "epochs": 2, "train_seconds": 1680, "decoder": "frozen"},
+              {"stage": "scst", "epochs": 10, "train_seconds": 4320, "best_epoch": 10, "reward_end": False},
+              {"stage": "scst", "epochs": 5, "train_seconds": 2340, "best_epoch": 0, "reward_end": True}]
+    story = stage_story(stages)
+    assert story.startswith("Cross-entropy (9 epochs, 68 minutes), then VGG16's block5 trained alone under the frozen")
+    assert "(SCST, Rennie et al. 2017; reward CIDEr-D, 10 epochs, 72 minutes)" in story
+    assert story.endswith("SCST again from that stage's best epoch, with a new optimiser (reward CIDEr-D counting the "
+                          "end of a caption as a word, 5 epochs, 39 minutes; no epoch beat its start on dev, so the "
+                          "decoder is unchanged)")
+
+
+def test_a_folder_written_before_stages_named_the_decoder_gets_it_from_its_train_config(tmp_path, tiny_model_dir):
+    """The shipped folder's block5 stage has no ``decoder`` record; its train_config.json says
+    ``finetune_decoder: false``, so a model made from it records the stage as "frozen"."""
+    import json
+    import shutil
+
+    from captioner.training.scst import start_from_folder
+
+    folder = tmp_path / "folder"
+    shutil.copytree(tiny_model_dir, folder)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.update(stage="scst", earlier_stages=[{"stage": "xe"}, {"stage": "start"}, {"stage": "finetune"},
+                                                 {"stage": "start"}])
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    train_config = json.loads((folder / "train_config.json").read_text())
+    (folder / "train_config.json").write_text(json.dumps({**train_config, "finetune_block5": 2,
+                                                          "finetune_decoder": False, "scst_reward_end": True}))
+    stages = start_from_folder(folder)[3]
+    assert [s["stage"] for s in stages] == ["xe", "start", "finetune", "start", "scst"]
+    assert stages[2]["decoder"] == "frozen" and stages[4]["reward_end"] is True
+    assert "decoder" not in json.loads((folder / "metrics.json").read_text())["earlier_stages"][2]  # read, not written

@@ -157,3 +157,13 @@ class Run:
 
 def checkpoint_name(epoch: int) -> str:
     return f"checkpoint-{epoch:03d}"
+
+
+def stage_settings(last_stage: str, train_config: dict) -> dict:
+    """What a stage's record keeps of its run's settings, for the model card: block5 with or without the
+    decoder; SCST's reward counting the end of a caption or not."""
+    if last_stage == "finetune":
+        return {"decoder": "trained" if train_config.get("finetune_decoder", True) else "frozen"}
+    if last_stage == "scst":
+        return {"reward_end": bool(train_config.get("scst_reward_end", False))}
+    return {}

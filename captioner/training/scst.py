@@ -39,7 +39,7 @@ from ..config import ModelConfig, TrainConfig
 from ..vocab import Vocabulary
 from .batches import EpochBatches, bucket_widths, encode_captions
 from .checkpoints import load_decoder_weights
-from .record import Run
+from .record import Run, stage_settings
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +146,17 @@ def start_from_folder(folder: Path) -> tuple[ModelConfig, Vocabulary, Path, list
     config, vocab = check_folder(folder)
     metrics_file = Path(folder) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    train_file = Path(folder) / "train_config.json"
+    trained = json.loads(train_file.read_text()) if train_file.is_file() else {}
     (monitor, best), = (metrics.get("best_dev_greedy") or {"dev_bleu4": metrics.get("best_dev_bleu4_greedy")}).items()
     last = {"stage": metrics.get("stage", "xe"), "from": str(folder), "epochs": metrics.get("epochs_run"),
             "train_seconds": metrics.get("train_seconds"), "best_epoch": metrics.get("best_epoch"),
-            "monitor": monitor, "best_score": best, "history": metrics.get("history", [])}
-    stages = list(metrics.get("earlier_stages", [])) + [last]
+            "monitor": monitor, "best_score": best, "history": metrics.get("history", []),
+            **stage_settings(last_stage=metrics.get("stage", "xe"), train_config=trained)}
+    stages = [dict(s) for s in metrics.get("earlier_stages", [])] + [last]
+    tuned = [s for s in stages if s.get("stage") == "finetune"]
+    if tuned and "decoder" not in tuned[-1] and trained.get("finetune_block5"):  # written before stages said it
+        tuned[-1]["decoder"] = "trained" if trained.get("finetune_decoder", True) else "frozen"
     return config, vocab, Path(folder) / DECODER_WEIGHTS, stages, metrics.get("training_features_dtype")
 
 
