@@ -229,3 +229,18 @@ def test_kill_9_loses_no_finished_epoch(tmp_path, synthetic_data, encoder_weight
                    resume=True, dtype="float32", progress=False)
     assert [h["epoch"] for h in run.history] == list(range(1, done + 2))
     assert latest_checkpoint(run_dir).name == f"checkpoint-{done + 1:03d}"
+
+
+def test_a_later_stage_keeps_its_starts_score_when_no_epoch_beat_it(tmp_path, synthetic_data, encoder_weights,
+                                                                     tiny_config):
+    """An SCST or block5 stage scores its start as "epoch 0"; if no epoch beats it, the record written to
+    state.json must still hold that score, or a resumed stage would take any epoch, however worse."""
+    root, _ = synthetic_data
+    tcfg = TrainConfig(epochs=1, batch_size=16, learning_rate=1e-2, alpha_c=0.0, min_word_count=1)
+    _, run = train(root, tmp_path / "run", tiny_config, tcfg, encoder_weights, tmp_path / "cache", dtype="float32",
+                   progress=False)
+    later = dataclasses.replace(run, stage="scst", best_epoch=0, best_score=0.4321)
+    assert Run.from_dict(json.loads(later.to_json())).best_score == 0.4321
+    fresh = dataclasses.replace(run, best_epoch=0, best_score=float("-inf"))  # nothing scored yet
+    assert json.loads(fresh.to_json())["best_score"] is None
+    assert Run.from_dict(json.loads(fresh.to_json())).best_score == float("-inf")

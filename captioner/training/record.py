@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,7 +119,7 @@ class Run:
             "epoch": self.epoch,
             "history": self.history,
             "best_epoch": self.best_epoch,
-            "best_score": self.best_score if self.best_epoch else None,
+            "best_score": self.best_score if math.isfinite(self.best_score) else None,  # a later stage's start too
             "wait": self.wait,
             "averaged": dataclasses.asdict(self.averaged) if self.averaged else None,
             "stage": self.stage,
