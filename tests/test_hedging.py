@@ -15,7 +15,10 @@ from captioner.hedging import OPENINGS, confidence_band, hedge, whole_phrase, wi
 
 # The shipped model's captions (beam 3) for the 1,000 Flickr8k dev photos, written by
 #   python -m captioner evaluate --data-dir ../shared/flickr8k --split dev --beam-sizes 3 --captions FILE
-# (only the caption text is kept here), and endings that SCST-trained models are known to produce.
+# (only the caption text is kept here) before its config turned block_repeats on, so about one in ten
+# says a thing twice ("a bike on a bike"): harder wording to hedge than what it says now (add
+# --no-block-repeats to that command to write them again); and endings that SCST-trained models are
+# known to produce.
 DEV_CAPTIONS = Path(__file__).resolve().parent / "data" / "dev_captions.txt"
 BROKEN = ["a group of people are sitting on a blue", "a man in a red shirt is standing on the",
           "two dogs are playing in", "a woman and", "a boy is jumping into a"]
