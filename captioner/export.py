@@ -78,10 +78,11 @@ def stage_story(stages: list[dict]) -> str:
             words.append(f"VGG16's block5 trained{decoder} (cross-entropy on cached block4_pool features, {span})")
         elif kind == "scst":
             reward = "CIDEr-D counting the end of a caption as a word" if stage.get("reward_end") else "CIDEr-D"
-            kept = "; no epoch beat its start on dev, so the decoder is unchanged" if stage.get("best_epoch") == 0 else ""
-            words.append(f"SCST again from that stage's best epoch, with a new optimiser (reward {reward}, {span}{kept})"
-                         if self_critical else
-                         f"self-critical sequence training (SCST, Rennie et al. 2017; reward {reward}, {span}{kept})")
+            kept = ("; no epoch beat its start on dev, so the decoder is unchanged"
+                    if stage.get("best_epoch") == 0 else "")
+            what = f"reward {reward}, {span}{kept}"
+            words.append(f"SCST again from that stage's best epoch, with a new optimiser ({what})" if self_critical
+                         else f"self-critical sequence training (SCST, Rennie et al. 2017; {what})")
             self_critical = True
     text = ", then ".join(words)
     return text[:1].upper() + text[1:]

@@ -381,8 +381,9 @@ class SelfCriticalModel(CaptionModel):
 
     ``fit`` gets batches of captions the decoder itself sampled,
     ``{"features": (N, L, D), "captions": (N, T + 1), "end_blocked": (N, T), "advantage": (N,),
-    "reward": (N,)}`` (and ``"repeat_blocked"`` (N, T, R) where the sampler blocked repeats), where ``advantage`` is each caption's CIDEr-D reward minus the mean reward
-    of the other captions sampled for the same photo. The loss is the policy
+    "reward": (N,)}`` (and ``"repeat_blocked"`` (N, T, R) where the sampler blocked repeats), where
+    ``advantage`` is each caption's CIDEr-D reward minus the mean reward of the other captions sampled
+    for the same photo. The loss is the policy
     gradient -sum_t A log pi(w_t | w_<t, a), over the real tokens (the ``<end>``
     included), divided by their count, where pi is the distribution the
     sampler drew from (:meth:`sampling_policy`: p without the special tokens,
