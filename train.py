@@ -90,6 +90,7 @@ def main(argv=None):
     from captioner.export import export_run
     from captioner.training import train
     from captioner.training.checkpoints import WEIGHTS
+    from captioner.training.record import stage_settings
     from captioner.training.scst import start_from_folder, train_scst
 
     if args.encoder_weights is None:  # a folder's decoder goes on with the encoder it was trained on
@@ -136,7 +137,7 @@ def main(argv=None):
                                                                  f"on Flickr8k ({run.best_epoch} epochs)")
         start = args.run_dir / "finetune" / f"decoder-{run.best_epoch:03d}.weights.h5"
         save_model_weights(model, start)
-        earlier = run.earlier + [{**run.summary(), "decoder": "trained" if tcfg.finetune_decoder else "frozen"}]
+        earlier = run.earlier + [{**run.summary(), **stage_settings("finetune", dataclasses.asdict(tcfg))}]
         if not tcfg.scst_epochs:  # exported as it is: test is scored on the fine-tuned encoder's features
             run = run_on_encoder(run, config, encoder_weights, args.cache_dir, progress=not args.quiet)
     if tcfg.scst_epochs:

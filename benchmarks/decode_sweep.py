@@ -7,23 +7,22 @@
 Reads the features from train.py's cache (``cache/``, extracted with the folder's own encoder in the
 arithmetic its decoder was trained on; extracted there first if missing) and prints, per setting,
 BLEU-1 and BLEU-4 (nltk, as ``evaluate``), CIDEr-D, the brevity penalty, the mean caption length
-and the share of broken endings. For choosing on dev: the test split is never read.
+and the shares of broken endings and repeats; and how often the split's human captions break those
+two rules. For choosing on dev: the test split is never read.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import nltk.translate.bleu_score as bleu
+import numpy as np
 
-from captioner.config import TrainConfig
 from captioner.evaluate import score_features
-from captioner.flickr8k import load_data
-from captioner.pipeline import Captioner, encoder_path
-from captioner.training.run import prepare_features
+from captioner.grammar import broken_ending, repeats
+from captioner.training.run import folder_features
 
 
 def brevity_penalty(references, hypotheses) -> float:
@@ -44,18 +43,16 @@ def main():
     p.add_argument("--max-images", type=int, default=None, help="the first N photos of the split only")
     args = p.parse_args()
 
-    captioner = Captioner.load(args.model, compute_dtype="float32")  # the encoder is not run: features are cached
-    metrics = json.loads((args.model / "metrics.json").read_text())
-    dtype = metrics.get("training_features_dtype") or "bfloat16"
-    data = load_data(args.data_dir, seed=TrainConfig().seed)
-    splits, cache, cache_dir, _, _ = prepare_features(data, captioner.config, TrainConfig(), encoder_path(args.model),
-                                                      args.cache_dir, dtype, progress=False)
+    captioner, data, splits, cache, cache_dir, dtype = folder_features(args.model, args.data_dir, args.cache_dir)
     files = splits[args.split][: args.max_images]
     features = cache.rows(files)
     references = [data.captions[f] for f in files]  # tokenised
     print(f"{args.model}: {len(files)} {args.split} photos, features {cache_dir} ({dtype}); "
           f"shipped: beam {captioner.config.beam_size}, length penalty {captioner.config.length_penalty}")
-    print("beam  penalty  BLEU-1  BLEU-4  CIDEr-D  brevity  words  broken%  seconds")
+    people = [r for refs in references for r in refs]
+    print(f"their {len(people)} human captions: {100 * np.mean([broken_ending(r) for r in people]):.2f}% end "
+          f"mid-phrase, {100 * np.mean([repeats(r) for r in people]):.2f}% say a thing twice (captioner.grammar)")
+    print("beam  penalty  BLEU-1  BLEU-4  CIDEr-D  brevity  words  broken%  repeats%  seconds")
     base = captioner.config
     for beam in [int(b) for b in args.beam_sizes.split(",")]:
         for penalty in [float(x) for x in args.length_penalties.split(",")]:
@@ -69,7 +66,7 @@ def main():
             words = sum(map(len, hypotheses)) / len(hypotheses)
             print(f"{beam:4d}  {penalty:7.2f}  {100 * row['bleu1']:6.2f}  {100 * row['bleu4']:6.2f}  "
                   f"{100 * row['cider']:7.2f}  {brevity_penalty(references, hypotheses):7.3f}  {words:5.2f}  "
-                  f"{100 * row['broken_endings']:7.2f}  {seconds:7.1f}", flush=True)
+                  f"{100 * row['broken_endings']:7.2f}  {100 * row['repeats']:8.2f}  {seconds:7.1f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from captioner.cider import CiderD, corpus_cider
-from captioner.config import TrainConfig
 from captioner.decoding import beam_search_batch, sample
 from captioner.evaluate import bleu_scores
-from captioner.flickr8k import load_data
 from captioner.grammar import broken_ending, repeats
-from captioner.pipeline import Captioner, encoder_path
-from captioner.training.run import prepare_features
+from captioner.training.run import folder_features
 
 BATCH = 50  # photos decoded together
 
@@ -84,13 +80,9 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
-    captioner = Captioner.load(args.model, compute_dtype="float32")  # the encoder is not run: features are cached
+    captioner, data, splits, cache, cache_dir, dtype = folder_features(args.model, args.data_dir, args.cache_dir)
     if args.block_repeats is not None:
         captioner.config = dataclasses.replace(captioner.config, block_repeats=args.block_repeats)
-    dtype = json.loads((args.model / "metrics.json").read_text()).get("training_features_dtype") or "bfloat16"
-    data = load_data(args.data_dir, seed=TrainConfig().seed)
-    splits, cache, cache_dir, _, _ = prepare_features(data, captioner.config, TrainConfig(), encoder_path(args.model),
-                                                      args.cache_dir, dtype, progress=False)
     dev, train = splits["dev"][: args.max_images], splits["train"]
     features = np.asarray(cache.rows(dev), np.float32)  # (N, L, D)
     references = [data.captions[f] for f in dev]

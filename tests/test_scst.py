@@ -124,12 +124,15 @@ def test_policy_gradient_loss_is_minus_the_advantage_weighted_log_probability_of
     h, c, projected = model.decoder.prepare(repeated)
     step_log_p = np.zeros(tokens[:, 1:].shape, np.float32)
     forbidden = np.zeros(tokens[:, 1:].shape, bool)
+    ruled_out = []  # per step, per caption: the ids the repeat rule took away
     for t in range(tokens.shape[1] - 1):
         logits, h, c, _, _ = model.decoder.step(tokens[:, t], h, c, repeated, projected)
         log_p = np.array(keras.ops.log_softmax(logits, axis=-1))
         log_p[:, _banned(vocab)] = -np.inf
         _forbid_end(log_p, vocab, t, True, tokens[:, t], tokens[:, t - 1] if t else tokens[:, 0])
+        finite = np.isfinite(log_p)
         _forbid_repeats(log_p, vocab, tokens[:, 1:t + 1].tolist(), block)
+        ruled_out.append([set(np.flatnonzero(finite[i] & ~np.isfinite(log_p[i]))) for i in range(len(tokens))])
         forbidden[:, t] = np.isinf(log_p[:, vocab.end_id])
         log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))  # renormalised over what could be drawn
         step_log_p[:, t] = log_p[np.arange(len(tokens)), tokens[:, t + 1]]
@@ -138,7 +141,9 @@ def test_policy_gradient_loss_is_minus_the_advantage_weighted_log_probability_of
     np.testing.assert_array_equal(blocked[mask], forbidden[mask])  # the rule, for whole captions at once
     assert blocked[mask].sum() > len(tokens)  # more than the first step of each caption
     repeat_blocked = blocked_repeats(vocab, tokens, block)  # (6, 7, R)
-    assert (repeat_blocked[mask] >= 0).any() == block  # with the rule, some scored steps ruled words out
+    for i, t in zip(*np.nonzero(mask)):  # at every scored step, exactly the words the sampler's rule took away
+        assert set(repeat_blocked[i, t][repeat_blocked[i, t] >= 0]) == ruled_out[t][i]
+    assert (repeat_blocked[mask] >= 0).any() == block
     advantage = np.array([1.0, -1.0, 0.0, 0.5, -0.5, 0.0], np.float32)
     batch = {"features": repeated.astype(np.float16), "captions": tokens, "advantage": advantage,
              "end_blocked": blocked.astype(np.float32), "reward": np.ones(6, np.float32)}

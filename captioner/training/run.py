@@ -70,6 +70,26 @@ def prepare_features(data, config: ModelConfig, tcfg: TrainConfig, encoder_weigh
     return splits, cache, cache_dir, weights, dtype
 
 
+def folder_features(folder: Path, data_dir: Path, cache_root: Path, progress: bool = False):
+    """A model folder's :class:`~captioner.pipeline.Captioner` (float32; its encoder is not run) and the
+    features train.py cached for it: the folder's own encoder, in the arithmetic its decoder was trained
+    on (extracted there first if missing). For choosing decoding settings on dev and the benchmarks.
+    Returns (captioner, data, splits, cache, cache_dir, dtype)."""
+    import json
+
+    from ..flickr8k import load_data
+    from ..pipeline import Captioner, encoder_path
+
+    captioner = Captioner.load(folder, compute_dtype="float32")
+    metrics_file = Path(folder) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    dtype = metrics.get("training_features_dtype") or "bfloat16"
+    data = load_data(data_dir, seed=TrainConfig().seed)
+    splits, cache, cache_dir, _, _ = prepare_features(data, captioner.config, TrainConfig(), encoder_path(folder),
+                                                      cache_root, dtype, progress=progress)
+    return captioner, data, splits, cache, cache_dir, dtype
+
+
 def train(data_dir: Path, run_dir: Path, config: ModelConfig, tcfg: TrainConfig, encoder_weights: Path,
           cache_root: Path, resume: bool = False, dtype: str | None = None,
           progress: bool = True) -> tuple[CaptionModel, Run]:
