@@ -121,6 +121,28 @@ def cmd_fit_photo_check(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from captioner.ensemble import combine
+    from captioner.evaluate import format_table
+    from captioner.pipeline import ModelFolderError
+
+    command = "python -m captioner " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
+    try:
+        metrics = combine(args.models, args.data_dir, args.out, [int(b) for b in args.beam_sizes.split(",")],
+                          coco=args.coco, cache_root=args.cache_dir, command=command)
+    except ModelFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    beam = str(metrics["shipped_beam_size"])
+    for who, rows in metrics["dev"].items():
+        row = rows[beam]
+        print(f"dev beam {beam}, {who}: BLEU-1 {100 * row['bleu1']:.2f}, BLEU-4 {100 * row['bleu4']:.2f}, "
+              f"CIDEr-D {100 * row['cider']:.2f}")
+    print(f"test split, the ensemble:\n{format_table({int(k): v for k, v in metrics['test'].items()})}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _encoder_dtype_option(parser) -> None:
     from captioner.encoder import ENV_DTYPE, SERVING_DTYPES
 
@@ -193,6 +215,16 @@ def main(argv=None) -> int:
     p.add_argument("--false-alarms", type=float, default=0.005, help="share of dev photos that may be turned away")
     _encoder_dtype_option(p)
     p.set_defaults(func=cmd_fit_photo_check)
+
+    p = sub.add_parser("ensemble", help="combine model folders trained apart (one design, vocabulary and encoder) "
+                                        "into one whose decoders choose each word together; scored on dev and test")
+    p.add_argument("--models", type=Path, nargs="+", required=True, help="two or more model folders")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the ensemble's model folder")
+    p.add_argument("--beam-sizes", default="1,3,5", help="beam widths scored on test")
+    p.add_argument("--cache-dir", type=Path, default=Path("cache"))
+    p.add_argument("--coco", action="store_true", help="also METEOR and ROUGE-L via pycocoevalcap")
+    p.set_defaults(func=cmd_ensemble)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -42,6 +42,7 @@ class ModelConfig:
     lstm_units: int = 512  # n
     attention_dim: int = 512
     dropout: float = 0.5
+    ensemble: int = 1  # decoders that choose each word together (captioner.model.EnsembleDecoder); 1: one
     # --- decoding
     max_length: int = 22  # words in a generated caption, <end> not counted
     beam_size: int = 3
@@ -88,7 +89,8 @@ class ModelConfig:
 
 # The one list of the fields that shape the weights; everything else in ModelConfig
 # (preprocessing details, decoding, hedging) can change without retraining.
-ARCHITECTURE = ("image_size", "encoder", "encoder_layer", "decoder", "embed_dim", "lstm_units", "attention_dim")
+ARCHITECTURE = ("image_size", "encoder", "encoder_layer", "decoder", "embed_dim", "lstm_units", "attention_dim",
+                "ensemble")
 
 
 @dataclass(frozen=True)

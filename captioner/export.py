@@ -88,24 +88,61 @@ def stage_story(stages: list[dict]) -> str:
     return text[:1].upper() + text[1:]
 
 
+def training_stages(metrics: dict, train_config: dict) -> list[dict]:
+    """A trained folder's stages, first to last, from its metrics.json and train_config.json."""
+    return [s for s in metrics["earlier_stages"] if s.get("stage") != "start"] + [
+        {"stage": metrics["stage"], "epochs": metrics["epochs_run"], "train_seconds": metrics["train_seconds"],
+         "best_epoch": metrics["best_epoch"], **stage_settings(metrics["stage"], train_config)}]
+
+
+def training_story(metrics: dict, train_config: dict) -> str:
+    """How a trained folder was made, in words, with the dev score that chose its last stage's epoch."""
+    (monitor, best), = metrics["best_dev_greedy"].items()
+    stages = training_stages(metrics, train_config)
+    start = next((s["dev"] for s in reversed(metrics["earlier_stages"]) if s.get("stage") == "start"), {})
+    if len(stages) > 1:
+        return (f"{stage_story(stages)}, all on 2 CPU cores. Dev scores (greedy) before the last stage: BLEU-4 "
+                f"{start.get('dev_bleu4', float('nan')):.4f}, CIDEr-D {start.get('dev_cider', float('nan')):.4f}; "
+                f"its best epoch {metrics['best_epoch']}: {monitor.removeprefix('dev_')} {best:.4f}.")
+    return (f"Best dev {monitor.removeprefix('dev_')} (greedy) {best:.4f} after epoch {metrics['best_epoch']}; "
+            f"training took {metrics['train_seconds'] / 60:.0f} minutes on 2 CPU cores.")
+
+
+def ensemble_story(metrics: dict) -> str:
+    """How an ensemble's members were made and what combining them did on dev."""
+    beam = str(metrics["shipped_beam_size"])
+    members, dev = metrics["members"], metrics["dev"]
+    words = [f"{len(members)} decoders, each trained on its own (another random start, or another stage of a "
+             f"run), on the same features."]
+    for k, member in enumerate(members):
+        row = dev[f"member{k}"][beam]
+        words.append(f"Decoder {k + 1} (`{member['folder']}`): "
+                     f"{training_story(member['metrics'], member['train_config'])} "
+                     f"Alone, dev beam {beam}: BLEU-4 {100 * row['bleu4']:.1f}, CIDEr-D {100 * row['cider']:.1f}.")
+    row = dev["ensemble"][beam]
+    words.append(f"Together, dev beam {beam}: BLEU-4 {100 * row['bleu4']:.1f}, CIDEr-D {100 * row['cider']:.1f}.")
+    return " ".join(words)
+
+
 def model_card(config: ModelConfig, metrics: dict, table: dict, vocab_size: int, train_config: dict) -> str:
     from .encoder import feature_shape
 
     h = metrics["dev_hedging"]
     grid, _, width = feature_shape(config)
-    (monitor, best), = metrics["best_dev_greedy"].items()
-    stages = [s for s in metrics["earlier_stages"] if s.get("stage") != "start"] + [
-        {"stage": metrics["stage"], "epochs": metrics["epochs_run"], "train_seconds": metrics["train_seconds"],
-         "best_epoch": metrics["best_epoch"], **stage_settings(metrics["stage"], train_config)}]
-    tuned = next((s for s in stages if s.get("stage") == "finetune"), None)
-    start = next((s["dev"] for s in reversed(metrics["earlier_stages"]) if s.get("stage") == "start"), {})
-    if len(stages) > 1:
-        training = (f"{stage_story(stages)}, all on 2 CPU cores. Dev scores (greedy) before the last stage: BLEU-4 "
-                    f"{start.get('dev_bleu4', float('nan')):.4f}, CIDEr-D {start.get('dev_cider', float('nan')):.4f}; "
-                    f"its best epoch {metrics['best_epoch']}: {monitor.removeprefix('dev_')} {best:.4f}.")
+    if metrics["stage"] == "ensemble":
+        first = metrics["members"][0]
+        stages = training_stages(first["metrics"], first["train_config"])
+        training = ensemble_story(metrics)
+        decoders = (f"{config.ensemble} LSTM decoders with soft attention, the gating scalar beta and a deep\n"
+                    "output layer (Xu et al., 2015), whose word distributions are averaged at every step")
+        files = ("`metrics.json` (all scores, and each member's own record: its scores, per-epoch history and "
+                 "training settings)")
     else:
-        training = (f"Best dev {monitor.removeprefix('dev_')} (greedy) {best:.4f} after epoch {metrics['best_epoch']}; "
-                    f"training took {metrics['train_seconds'] / 60:.0f} minutes on 2 CPU cores.")
+        stages = training_stages(metrics, train_config)
+        training = training_story(metrics, train_config)
+        decoders = "an LSTM decoder with soft attention, the gating scalar\nbeta and a deep output layer (Xu et al., 2015)"
+        files = "`metrics.json` (all scores and the per-epoch history),\n`train_config.json`"
+    tuned = next((s for s in stages if s.get("stage") == "finetune"), None)
     rules = "".join([", never ending a caption mid-phrase" if config.whole_endings else "",
                      ", never saying a thing twice (\"a bike on a bike\")" if config.block_repeats else ""])
     frozen = "blocks 1-4 frozen, block5 fine-tuned on Flickr8k" if tuned and tuned.get("best_epoch") else "frozen"
@@ -115,8 +152,7 @@ def model_card(config: ModelConfig, metrics: dict, table: dict, vocab_size: int,
 part of the photo each word came from (soft attention over a 14 x 14 grid).
 
 **Architecture.** VGG16 up to `{config.encoder_layer}` ({frozen}, {grid * grid} regions of
-{width} features) and an LSTM decoder with soft attention, the gating scalar
-beta and a deep output layer (Xu et al., 2015): embedding {config.embed_dim}, LSTM
+{width} features) and {decoders}: embedding {config.embed_dim}, LSTM
 {config.lstm_units}, attention {config.attention_dim}, dropout {config.dropout}, vocabulary
 {vocab_size} words. Everything is in `config.json`.
 
@@ -150,6 +186,5 @@ colours and small objects wrong, and it has never seen text, screenshots,
 documents or medical images. It cannot read text in photos.
 
 **Files.** `config.json`, `vocab.json`, `encoder.weights.json` and `decoder.weights.json`
-(Keras 3 weights, each a manifest of shards under 10 MB), `metrics.json` (all scores and the per-epoch history),
-`train_config.json`. No pickles.
+(Keras 3 weights, each a manifest of shards under 10 MB), {files}. No pickles.
 """

@@ -295,6 +295,72 @@ DECODERS = {"attention": AttentionDecoder, "inject": InjectDecoder, "merge": Mer
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class EnsembleDecoder(layers.Layer):
+    """K decoders of one design, trained apart, read the same photo and choose each word together.
+
+    Each word's distribution is the mean of the members' (a mixture: log of
+    the mean of their softmaxes), so a word one member alone is sure of must
+    convince the others. Every member keeps its own LSTM state: :meth:`prepare`
+    and :meth:`step` carry the K states side by side in one (B, K n) array, and
+    the projections W_a a_i likewise (B, L, K A), so greedy, beam search and the
+    teacher view drive an ensemble exactly as they drive one decoder, in one
+    compiled step. alpha and beta are the members' means: the attention maps
+    show where the ensemble as a whole looked.
+
+    Ensembles are built from trained folders (``python -m captioner ensemble``);
+    they are not trained as a whole.
+    """
+
+    def __init__(self, members: list, **kwargs):
+        super().__init__(**kwargs)
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 decoders, not {len(members)}")
+        self.members = [keras.saving.deserialize_keras_object(m) if isinstance(m, dict) else m for m in members]
+        first = self.members[0]
+        if any(type(m) is not type(first) or m.get_config() | {"name": ""} != first.get_config() | {"name": ""}
+               for m in self.members):
+            raise ValueError("the members of an ensemble must be decoders of one design and size")
+        self.has_attention = first.has_attention
+        self.vocab_size, self.feature_dim, self.lstm_units = first.vocab_size, first.feature_dim, first.lstm_units
+
+    def build(self, features_shape=None):
+        for member in self.members:
+            if not member.built:
+                member.build()
+        self.built = True
+
+    def _mean(self, logits):
+        """K members' logits, each (..., V) -> the log of their mean probability (..., V): valid logits."""
+        log_probs = ops.stack([ops.log_softmax(ops.cast(x, "float32"), axis=-1) for x in logits])  # (K, ..., V)
+        return ops.logsumexp(log_probs, axis=0) - ops.log(float(len(self.members)))
+
+    def prepare(self, features):
+        """features (B, L, D) -> h_0, c_0 (B, K n) and projected (B, L, K A): the members' side by side."""
+        h, c, projected = zip(*(m.prepare(features) for m in self.members))
+        return ops.concatenate(h, axis=-1), ops.concatenate(c, axis=-1), ops.concatenate(projected, axis=-1)
+
+    def step(self, tokens, h, c, features, projected, training=False):
+        """As a member's step: logits (B, V) (the log of the members' mean probability), (h, c)_t (B, K n),
+        alpha (B, L) and beta (B, 1) averaged over the members."""
+        k = len(self.members)
+        hs, cs, ps = (ops.split(x, k, axis=-1) for x in (h, c, projected))
+        steps = [m.step(tokens, hs[i], cs[i], features, ps[i], training) for i, m in enumerate(self.members)]
+        logits, h, c, alpha, beta = zip(*steps)
+        mean = lambda xs: ops.mean(ops.stack(xs), axis=0)  # noqa: E731
+        return (self._mean(logits), ops.concatenate(h, axis=-1), ops.concatenate(c, axis=-1), mean(alpha),
+                mean(beta))
+
+    def call(self, features, tokens, training=False):
+        """Teacher forcing: the members' mean distribution (B, T, V) and mean attention (B, T, L)."""
+        logits, alphas = zip(*(m(features, tokens, training=training) for m in self.members))
+        return self._mean(logits), ops.mean(ops.stack(alphas), axis=0)
+
+    def get_config(self):
+        return {**super().get_config(),
+                "members": [keras.saving.serialize_keras_object(m) for m in self.members]}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class CaptionModel(keras.Model):
     """The decoder as a Keras model: what ``fit`` trains and what the weight files hold.
 
@@ -539,7 +605,13 @@ def build_decoder(config: ModelConfig, vocab_size: int) -> layers.Layer:
                  lstm_units=config.lstm_units, dropout=config.dropout, name="decoder")
     if config.decoder == "attention":
         sizes["attention_dim"] = config.attention_dim
-    decoder = DECODERS[config.decoder](**sizes)
+    if config.ensemble < 1:
+        raise ValueError(f"ensemble counts decoders: at least 1, not {config.ensemble}")
+    if config.ensemble > 1:  # member k's weights are stored under decoder/member{k}/...
+        decoder = EnsembleDecoder([DECODERS[config.decoder](**{**sizes, "name": f"member{k}"})
+                                   for k in range(config.ensemble)], name="decoder")
+    else:
+        decoder = DECODERS[config.decoder](**sizes)
     decoder.build()
     return decoder
 

@@ -141,9 +141,12 @@ def start_from_folder(folder: Path) -> tuple[ModelConfig, Vocabulary, Path, list
     The stages are the folder's own ``earlier_stages`` followed by its last stage in brief, so a
     model made from a model folder records, and its card names, every stage from the first.
     """
-    from ..pipeline import DECODER_WEIGHTS, check_folder
+    from ..pipeline import DECODER_WEIGHTS, ModelFolderError, check_folder
 
     config, vocab = check_folder(folder)
+    if config.ensemble > 1:
+        raise ModelFolderError(f"{folder} is an ensemble of {config.ensemble} decoders, which trains no further: "
+                               "start from one of its members (metrics.json lists them)")
     metrics_file = Path(folder) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     train_file = Path(folder) / "train_config.json"
