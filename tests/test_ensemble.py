@@ -104,6 +104,8 @@ def test_members_must_be_of_one_design():
         EnsembleDecoder([a, b])
     with pytest.raises(ValueError, match="at least 2"):
         EnsembleDecoder([a])
+    with pytest.raises(ValueError, match="at least 1, not 0"):
+        build_decoder(dataclasses.replace(SMALL, ensemble=0), 12)
 
 
 @pytest.fixture(scope="module")
