@@ -84,7 +84,7 @@ def combine(folders: list[Path], data_dir: Path, out: Path, beam_sizes=(1, 3, 5)
             cache_root: Path = Path("cache"), command: str = "") -> dict:
     """Write the ensemble of ``folders`` to ``out``, scored on dev (members and ensemble) and test (the
     ensemble, once); returns its metrics. Features come from train.py's cache of the first folder."""
-    from .evaluate import calibrate_hedging, decode_all, format_table, score_features
+    from .evaluate import calibrate_hedging, format_table, score_features
     from .export import model_card
     from .pipeline import PHOTO_CHECK, Captioner, save_folder
     from .training.run import folder_features
@@ -105,8 +105,7 @@ def combine(folders: list[Path], data_dir: Path, out: Path, beam_sizes=(1, 3, 5)
     decoded = {}
     dev["ensemble"] = score_features(ensemble, dev_features, references["dev"], (1, beam), captions=decoded)
     log.info("dev, the ensemble: %s", _brief(dev["ensemble"]))
-    hedging = calibrate_hedging(decoded[beam] if beam in decoded else decode_all(ensemble, dev_features, beam),
-                                references["dev"])
+    hedging = calibrate_hedging(decoded[beam], references["dev"])  # on the ensemble's own dev captions
     config = dataclasses.replace(config, hedge_sure=round(hedging["hedge_sure"], 4),
                                  hedge_possible=round(hedging["hedge_possible"], 4))
     ensemble.config = config

@@ -116,8 +116,9 @@ def ensemble_story(metrics: dict) -> str:
              f"run), on the same features."]
     for k, member in enumerate(members):
         row = dev[f"member{k}"][beam]
-        words.append(f"Decoder {k + 1} (`{member['folder']}`): "
-                     f"{training_story(member['metrics'], member['train_config'])} "
+        story = (training_story(member["metrics"], member["train_config"]) if "best_dev_greedy" in member["metrics"]
+                 else "its folder keeps no training record.")
+        words.append(f"Decoder {k + 1} (`{member['folder']}`): {story} "
                      f"Alone, dev beam {beam}: BLEU-4 {100 * row['bleu4']:.1f}, CIDEr-D {100 * row['cider']:.1f}.")
     row = dev["ensemble"][beam]
     words.append(f"Together, dev beam {beam}: BLEU-4 {100 * row['bleu4']:.1f}, CIDEr-D {100 * row['cider']:.1f}.")

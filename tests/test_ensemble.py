@@ -161,6 +161,10 @@ def test_combined_folder_loads_and_captions_as_its_members_together(combined, ti
     assert [m["folder"] for m in metrics["members"]] == [str(tiny_model_dir), str(second_member)]
     assert metrics["members"][0]["metrics"] == json.loads((tiny_model_dir / "metrics.json").read_text())
     assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
+    from captioner.export import ensemble_story
+
+    assert "keeps no training record" in ensemble_story({**metrics, "members": [
+        {**metrics["members"][0], "metrics": {}}, metrics["members"][1]]})  # a member folder without metrics.json
     card = (out / "README.md").read_text()
     assert "2 LSTM decoders" in card and str(second_member) in card and "Together, dev beam 3" in card
     config = ModelConfig.load(out / "config.json")
