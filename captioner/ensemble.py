@@ -86,6 +86,7 @@ def combine(folders: list[Path], data_dir: Path, out: Path, beam_sizes=(1, 3, 5)
     ensemble, once); returns its metrics. Features come from train.py's cache of the first folder."""
     from .evaluate import calibrate_hedging, format_table, score_features
     from .export import model_card
+    from .model import CaptionModel
     from .pipeline import PHOTO_CHECK, Captioner, save_folder
     from .training.run import folder_features
 
@@ -96,9 +97,9 @@ def combine(folders: list[Path], data_dir: Path, out: Path, beam_sizes=(1, 3, 5)
     dev_features = cache.rows(splits["dev"])
     beam = config.beam_size
     dev = {}
-    for k, folder in enumerate(folders):  # each member alone, with the ensemble's decoding rules
-        member = Captioner.load(folder, compute_dtype="float32")
-        member.config = dataclasses.replace(member.config, **{f: getattr(config, f) for f in DECODING})
+    alone = dataclasses.replace(config, ensemble=1)
+    for k, (folder, decoder) in enumerate(zip(folders, model.decoder.members)):  # each alone, the same rules
+        member = Captioner(alone, vocab, first.encoder, CaptionModel(decoder))
         dev[f"member{k}"] = score_features(member, dev_features, references["dev"], (1, beam))
         log.info("dev, %s alone: %s", folder, _brief(dev[f"member{k}"]))
     ensemble = Captioner(config, vocab, first.encoder, model)
@@ -138,9 +139,6 @@ def combine(folders: list[Path], data_dir: Path, out: Path, beam_sizes=(1, 3, 5)
         shutil.copy2(folders[0] / PHOTO_CHECK, Path(out) / PHOTO_CHECK)
     return metrics
 
-
-# The fields that decide how a caption is searched for: the members are scored on dev under the ensemble's.
-DECODING = ("max_length", "beam_size", "length_penalty", "whole_endings", "block_repeats")
 
 
 def _brief(rows: dict) -> str:

@@ -320,8 +320,7 @@ class EnsembleDecoder(layers.Layer):
         if any(type(m) is not type(first) or m.get_config() | {"name": ""} != first.get_config() | {"name": ""}
                for m in self.members):
             raise ValueError("the members of an ensemble must be decoders of one design and size")
-        self.has_attention = first.has_attention
-        self.vocab_size, self.feature_dim, self.lstm_units = first.vocab_size, first.feature_dim, first.lstm_units
+        self.has_attention = first.has_attention  # the attention penalty of CaptionModel reads it
 
     def build(self, features_shape=None):
         for member in self.members:

@@ -144,7 +144,7 @@ def combined(tiny_model_dir, second_member, synthetic_data, tmp_path_factory):
 
 
 def test_combined_folder_loads_and_captions_as_its_members_together(combined, tiny_model_dir, second_member,
-                                                                     synthetic_data):
+                                                                     synthetic_data, tmp_path):
     out, metrics = combined
     root, truth = synthetic_data
     loaded = Captioner.load(out, compute_dtype="float32")
@@ -161,6 +161,14 @@ def test_combined_folder_loads_and_captions_as_its_members_together(combined, ti
         assert description.attention.shape == (len(description.words), grid, grid)
     # scored on dev, each member and the ensemble, then test once; every member's record is kept
     assert set(metrics["dev"]) == {"member0", "member1", "ensemble"}
+    from captioner.evaluate import evaluate_folder
+
+    for k, folder in enumerate((tiny_model_dir, second_member)):  # each member scored as its own folder scores
+        alone = evaluate_folder(folder, root, "dev", (1, 3), tmp_path / "cache", progress=False,
+                                compute_dtype="float32")
+        for beam in ("1", "3"):
+            assert metrics["dev"][f"member{k}"][beam]["bleu4"] == pytest.approx(alone[int(beam)]["bleu4"])
+            assert metrics["dev"][f"member{k}"][beam]["cider"] == pytest.approx(alone[int(beam)]["cider"])
     assert set(metrics["test"]) == {"1", "3"} and metrics["stage"] == "ensemble"
     assert [m["folder"] for m in metrics["members"]] == [str(tiny_model_dir), str(second_member)]
     assert metrics["members"][0]["metrics"] == json.loads((tiny_model_dir / "metrics.json").read_text())

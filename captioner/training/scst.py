@@ -159,7 +159,7 @@ def start_from_folder(folder: Path) -> tuple[ModelConfig, Vocabulary, Path, list
     stages = [dict(s) for s in metrics.get("earlier_stages", [])] + [last]
     tuned = [s for s in stages if s.get("stage") == "finetune"]
     if tuned and "decoder" not in tuned[-1] and trained.get("finetune_block5"):  # written before stages said it
-        tuned[-1]["decoder"] = "trained" if trained.get("finetune_decoder", True) else "frozen"
+        tuned[-1].update(stage_settings("finetune", trained))
     return config, vocab, Path(folder) / DECODER_WEIGHTS, stages, metrics.get("training_features_dtype")
 
 
