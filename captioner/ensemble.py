@@ -7,7 +7,8 @@ Two decoders trained from different random starts make different mistakes;
 the mean of their word distributions (:class:`captioner.model.EnsembleDecoder`)
 makes fewer. :func:`combine` checks that the folders can be combined (one
 design, one vocabulary, value for value the same encoder), writes their
-decoders into one folder whose ``config.json`` says ``"ensemble": K``, scores
+decoders into one folder whose ``config.json`` says ``"ensemble": K`` (the
+decoders' weights rounded to float16 and stored so, half the size), scores
 every member and the ensemble on dev (the choice is made there), calibrates
 the hedged wording on the ensemble's own dev captions, scores the test split
 once, and keeps each member's record (``metrics.json``: ``members``). The
@@ -67,7 +68,7 @@ def check_members(folders: list[Path]) -> tuple[list[ModelConfig], Vocabulary]:
 def build_ensemble(folders: list[Path]):
     """(config, vocabulary, CaptionModel) of the members' decoders in one :class:`EnsembleDecoder`, member k
     holding folder k's weights. The config is the first folder's, with ``ensemble`` = K."""
-    from .model import build_model
+    from .model import build_model, round_to_float16
     from .pipeline import DECODER_WEIGHTS
 
     configs, vocab = check_members(folders)
@@ -77,6 +78,7 @@ def build_ensemble(folders: list[Path]):
         single = build_model(own, len(vocab))
         single.load_weights(Path(folder) / DECODER_WEIGHTS)
         member.set_weights(single.decoder.get_weights())
+    round_to_float16(model)  # the folder stores K decoders as float16: everything is measured on those values
     return config, vocab, model
 
 
@@ -134,7 +136,7 @@ def combine(folders: list[Path], data_dir: Path, out: Path, beam_sizes=(1, 3, 5)
         "test_seconds": time.perf_counter() - start,
     }
     save_folder(out, config, vocab, first.encoder, model, metrics=metrics,
-                card=model_card(config, metrics, table, len(vocab), {}))
+                card=model_card(config, metrics, table, len(vocab), {}), decoder_dtype="float16")
     if (folders[0] / PHOTO_CHECK).is_file():  # it reads the encoder's features alone: the members' encoder
         shutil.copy2(folders[0] / PHOTO_CHECK, Path(out) / PHOTO_CHECK)
     return metrics

@@ -135,7 +135,8 @@ def model_card(config: ModelConfig, metrics: dict, table: dict, vocab_size: int,
         stages = training_stages(first["metrics"], first["train_config"])
         training = ensemble_story(metrics)
         decoders = (f"{config.ensemble} LSTM decoders with soft attention, the gating scalar beta and a deep\n"
-                    "output layer (Xu et al., 2015), whose word distributions are averaged at every step")
+                    "output layer (Xu et al., 2015), whose word distributions are averaged at every step\n"
+                    "(their weights stored as float16 and measured as such)")
         files = ("`metrics.json` (all scores, and each member's own record: its scores, per-epoch history and "
                  "training settings)")
     else:

@@ -27,6 +27,7 @@ teacher view) goes through them:
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from .config import ModelConfig
@@ -624,17 +625,34 @@ def build_model(config: ModelConfig, vocab_size: int, alpha_c: float = 1.0,
     return model
 
 
-def save_model_weights(model: CaptionModel, path, max_shard_size: float | None = None) -> None:
+def save_model_weights(model: CaptionModel, path, max_shard_size: float | None = None,
+                       dtype: str = "float32") -> None:
     """The model's weights alone (a compiled model would also write its optimizer's state, 3x the size).
 
     With ``max_shard_size`` (in GB), ``path`` ends in ``.weights.json`` and the
     weights go to shards of at most that size beside it (see Keras's ``save_weights``).
+    ``dtype="float16"`` stores them at half the size (an ensemble's K decoders); loading casts
+    them back to the model's own float32, so round them first (:func:`round_to_float16`) to
+    measure the model the file holds.
     """
     clone = lambda layer: keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))  # noqa: E731
-    if isinstance(model, FinetuneModel):  # the decoder and block5
-        clean = FinetuneModel(clone(model.decoder), clone(model.block5), name=model.name)
-    else:  # a plain CaptionModel, whatever trained it
-        clean = CaptionModel(clone(model.decoder), name=model.name)
-    clean.build()
-    clean.set_weights(model.get_weights())
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)  # the clone's layers, sublayers included, keep their weights in dtype
+    try:
+        if isinstance(model, FinetuneModel):  # the decoder and block5
+            clean = FinetuneModel(clone(model.decoder), clone(model.block5), name=model.name)
+        else:  # a plain CaptionModel, whatever trained it
+            clean = CaptionModel(clone(model.decoder), name=model.name)
+        clean.build()
+    finally:
+        keras.config.set_dtype_policy(policy)
+    if any(w.dtype != dtype for w in clean.weights):  # a layer whose config names its own dtype
+        raise ValueError(f"could not store every weight as {dtype}")
+    clean.set_weights(model.get_weights())  # cast on assignment
     clean.save_weights(path, max_shard_size=max_shard_size)
+
+
+def round_to_float16(model: keras.Model) -> None:
+    """Round every weight of ``model`` to the nearest float16 value (kept in its own dtype), so that what
+    is measured on it is what a float16 weights file of it gives back."""
+    model.set_weights([np.asarray(w).astype(np.float16).astype(w.dtype) for w in model.get_weights()])

@@ -170,8 +170,9 @@ def check_folder(folder: Path) -> tuple[ModelConfig, Vocabulary]:
 
 
 def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, model, metrics: dict | None = None,
-                train_config: dict | None = None, card: str | None = None) -> Path:
-    """Write a model folder; weight files are sharded under 10 MB each.
+                train_config: dict | None = None, card: str | None = None, decoder_dtype: str = "float32") -> Path:
+    """Write a model folder; weight files are sharded under 10 MB each. The encoder's weights are stored as
+    float16, the decoder's as ``decoder_dtype`` (float16 for an ensemble's K decoders).
 
     Written whole or not at all: everything goes to a new folder beside it, which then takes the old
     one's place. If a write fails (a full disk), a :class:`ModelFolderError` says so and the folder as
@@ -192,7 +193,7 @@ def save_folder(folder: Path, config: ModelConfig, vocab: Vocabulary, encoder, m
         config.save(work / "config.json")
         vocab.save(work / "vocab.json")
         save_encoder_weights_float16(encoder, config, work / ENCODER_WEIGHTS, max_shard_size=MAX_SHARD_GB)
-        save_model_weights(model, work / DECODER_WEIGHTS, max_shard_size=MAX_SHARD_GB)
+        save_model_weights(model, work / DECODER_WEIGHTS, max_shard_size=MAX_SHARD_GB, dtype=decoder_dtype)
         if metrics is not None:
             (work / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if train_config is not None:

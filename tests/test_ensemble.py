@@ -150,6 +150,20 @@ def test_combined_folder_loads_and_captions_as_its_members_together(combined, ti
     loaded = Captioner.load(out, compute_dtype="float32")
     assert loaded.config.ensemble == 2 and isinstance(loaded.decoder, EnsembleDecoder)
     members = [Captioner.load(f, compute_dtype="float32") for f in (tiny_model_dir, second_member)]
+    # the folder holds the members' weights as float16, loaded back as their float32 values, member k in place k
+    import h5py
+
+    from captioner.model import round_to_float16
+
+    stored = []
+    for shard in out.glob("decoder_*.weights.h5"):
+        with h5py.File(shard, "r") as f:
+            f.visititems(lambda _, o: stored.append(o.dtype) if isinstance(o, h5py.Dataset) else None)
+    assert stored and set(stored) == {np.dtype("float16")}
+    for member, alone in zip(loaded.decoder.members, members):
+        round_to_float16(alone.model)
+        assert all(np.array_equal(a, b) for a, b in zip(member.get_weights(), alone.decoder.get_weights()))
+        assert member.get_weights()[0].dtype == np.float32
     for name in list(truth)[:3]:
         description = loaded.describe(root / "Images" / name, with_steps=True)
         features = loaded.features(loaded.read(root / "Images" / name).pixels[None])
@@ -163,7 +177,8 @@ def test_combined_folder_loads_and_captions_as_its_members_together(combined, ti
     assert set(metrics["dev"]) == {"member0", "member1", "ensemble"}
     from captioner.evaluate import evaluate_folder
 
-    for k, folder in enumerate((tiny_model_dir, second_member)):  # each member scored as its own folder scores
+    # each member scored as its own folder scores (rounding its weights to float16 changes no tiny caption)
+    for k, folder in enumerate((tiny_model_dir, second_member)):
         alone = evaluate_folder(folder, root, "dev", (1, 3), tmp_path / "cache", progress=False,
                                 compute_dtype="float32")
         for beam in ("1", "3"):
