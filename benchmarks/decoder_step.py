@@ -31,8 +31,8 @@ def main():
     captioner = Captioner.load(args.model)
     decoder = captioner.decoder
     steps = _Steps(decoder, "graph")
-    grid, _, _ = feature_shape(captioner.config)
-    shape = (grid * grid, decoder.feature_dim)  # (L, D)
+    grid, _, width = feature_shape(captioner.config)
+    shape = (grid * grid, width)  # (L, D)
     features = ops.convert_to_tensor(np.random.default_rng(0).random((1, *shape), np.float32))
     h, c, projected = (np.asarray(x) for x in steps._prepare(features))
     rows = np.zeros(3, np.int32)

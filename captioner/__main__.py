@@ -138,6 +138,9 @@ def cmd_ensemble(args) -> int:
         row = rows[beam]
         print(f"dev beam {beam}, {who}: BLEU-1 {100 * row['bleu1']:.2f}, BLEU-4 {100 * row['bleu4']:.2f}, "
               f"CIDEr-D {100 * row['cider']:.2f}")
+    if args.out is None:
+        print("dev only (no --out): nothing written, test not read")
+        return 0
     print(f"test split, the ensemble:\n{format_table({int(k): v for k, v in metrics['test'].items()})}")
     print(f"wrote {args.out}")
     return 0
@@ -220,7 +223,9 @@ def main(argv=None) -> int:
                                         "into one whose decoders choose each word together; scored on dev and test")
     p.add_argument("--models", type=Path, nargs="+", required=True, help="two or more model folders")
     p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="the ensemble's model folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the ensemble's model folder, scored on test once; without it, dev scores alone and "
+                        "nothing is written (to choose the members)")
     p.add_argument("--beam-sizes", default="1,3,5", help="beam widths scored on test")
     p.add_argument("--cache-dir", type=Path, default=Path("cache"))
     p.add_argument("--coco", action="store_true", help="also METEOR and ROUGE-L via pycocoevalcap")

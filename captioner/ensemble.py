@@ -82,10 +82,13 @@ def build_ensemble(folders: list[Path]):
     return config, vocab, model
 
 
-def combine(folders: list[Path], data_dir: Path, out: Path, beam_sizes=(1, 3, 5), coco: bool = False,
+def combine(folders: list[Path], data_dir: Path, out: Path | None, beam_sizes=(1, 3, 5), coco: bool = False,
             cache_root: Path = Path("cache"), command: str = "") -> dict:
     """Write the ensemble of ``folders`` to ``out``, scored on dev (members and ensemble) and test (the
-    ensemble, once); returns its metrics. Features come from train.py's cache of the first folder."""
+    ensemble, once); returns its metrics. Features come from train.py's cache of the first folder.
+
+    With ``out=None`` it scores on dev alone and writes nothing (the test split is never read): to choose
+    between sets of members before the one that is written and scored on test."""
     from .evaluate import calibrate_hedging, format_table, score_features
     from .export import model_card
     from .model import CaptionModel
@@ -108,6 +111,9 @@ def combine(folders: list[Path], data_dir: Path, out: Path, beam_sizes=(1, 3, 5)
     decoded = {}
     dev["ensemble"] = score_features(ensemble, dev_features, references["dev"], (1, beam), captions=decoded)
     log.info("dev, the ensemble: %s", _brief(dev["ensemble"]))
+    if out is None:
+        return {"dev": {who: {str(k): v for k, v in rows.items()} for who, rows in dev.items()},
+                "shipped_beam_size": beam}
     hedging = calibrate_hedging(decoded[beam], references["dev"])  # on the ensemble's own dev captions
     config = dataclasses.replace(config, hedge_sure=round(hedging["hedge_sure"], 4),
                                  hedge_possible=round(hedging["hedge_possible"], 4))

@@ -250,3 +250,27 @@ def test_the_command_names_a_folder_that_cannot_join(tiny_model_dir, combined, s
                  "--out", str(tmp_path / "new")]) == 2
     assert f"{out} is an ensemble already" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_without_out_the_command_scores_dev_alone_and_writes_nothing(tiny_model_dir, second_member, combined,
+                                                                    synthetic_data, tmp_path, capsys, monkeypatch):
+    """Choosing between sets of members happens on dev: without --out, the test split is never scored."""
+    import captioner.evaluate
+    from captioner.__main__ import main
+
+    root, _ = synthetic_data
+    _, metrics = combined
+    scored = []
+    score = captioner.evaluate.score_features
+    monkeypatch.setattr(captioner.evaluate, "score_features",
+                        lambda *a, **k: scored.append(len(a[1])) or score(*a, **k))
+    before = set(tmp_path.iterdir())
+    assert main(["ensemble", "--models", str(tiny_model_dir), str(second_member), "--data-dir", str(root),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert len(scored) == 3  # member0, member1 and the ensemble, on dev; the written ensemble also scores test
+    printed = capsys.readouterr().out
+    row = metrics["dev"]["ensemble"]["3"]
+    assert (f"dev beam 3, ensemble: BLEU-1 {100 * row['bleu1']:.2f}, BLEU-4 {100 * row['bleu4']:.2f}, "
+            f"CIDEr-D {100 * row['cider']:.2f}") in printed
+    assert "nothing written, test not read" in printed and "test split" not in printed
+    assert set(tmp_path.iterdir()) - before <= {tmp_path / "cache"}
