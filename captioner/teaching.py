@@ -61,6 +61,7 @@ class Comparison:
     name: str  # "attention", "inject" or "merge": the decoder design
     description: object  # the captioner.pipeline.Description of the photo
     test_scores: dict = field(default_factory=dict)  # {"bleu4": ..., "cider": ...} on Flickr8k test, if recorded
+    decoders: int = 1  # more than one: an ensemble of decoders of this design (config.json "ensemble")
 
     @property
     def seconds(self) -> float:
@@ -68,7 +69,11 @@ class Comparison:
 
     @property
     def summary(self) -> str:
-        return DESIGNS.get(self.name, self.name)
+        design = DESIGNS.get(self.name, self.name)
+        if self.decoders > 1:
+            return (f"{design}; {self.decoders} such decoders, trained apart, choose each word together "
+                    "(the mean of their word probabilities)")
+        return design
 
 
 def compare(captioners: dict, photo, beam_size: int | None = None) -> list[Comparison]:
@@ -80,7 +85,8 @@ def compare(captioners: dict, photo, beam_size: int | None = None) -> list[Compa
     out = []
     for name, captioner in captioners.items():
         described = captioner.describe(photo, beam_size=beam_size)
-        out.append(Comparison(name, described, test_scores(captioner.metrics, described.beam_size)))
+        out.append(Comparison(name, described, test_scores(captioner.metrics, described.beam_size),
+                              captioner.config.ensemble))
     return out
 
 

@@ -274,3 +274,20 @@ def test_without_out_the_command_scores_dev_alone_and_writes_nothing(tiny_model_
             f"CIDEr-D {100 * row['cider']:.2f}") in printed
     assert "nothing written, test not read" in printed and "test split" not in printed
     assert set(tmp_path.iterdir()) - before <= {tmp_path / "cache"}
+
+
+def test_compare_models_says_an_ensemble_is_several_decoders(combined, tiny_model_dir, synthetic_data):
+    """Teachers comparing designs see that the attention model is two decoders, not one."""
+    from captioner.teaching import DESIGNS, compare
+    from captioner.views import compare_html
+
+    root, truth = synthetic_data
+    out, metrics = combined
+    photo = root / "Images" / next(iter(truth))
+    rows = compare({"attention": Captioner.load(out, compute_dtype="float32"),
+                    "single": Captioner.load(tiny_model_dir, compute_dtype="float32")}, photo)
+    assert [r.decoders for r in rows] == [2, 1]
+    assert rows[0].summary.startswith(DESIGNS["attention"]) and "2 such decoders, trained apart" in rows[0].summary
+    assert "such decoders" not in rows[1].summary
+    assert rows[0].test_scores["bleu4"] == metrics["test"]["3"]["bleu4"]
+    assert "2 such decoders, trained apart, choose each word together" in compare_html(rows)
