@@ -111,9 +111,9 @@ def combine(folders: list[Path], data_dir: Path, out: Path | None, beam_sizes=(1
     decoded = {}
     dev["ensemble"] = score_features(ensemble, dev_features, references["dev"], (1, beam), captions=decoded)
     log.info("dev, the ensemble: %s", _brief(dev["ensemble"]))
+    dev = {who: {str(k): v for k, v in rows.items()} for who, rows in dev.items()}  # what chooses the members
     if out is None:
-        return {"dev": {who: {str(k): v for k, v in rows.items()} for who, rows in dev.items()},
-                "shipped_beam_size": beam}
+        return {"dev": dev, "shipped_beam_size": beam}
     hedging = calibrate_hedging(decoded[beam], references["dev"])  # on the ensemble's own dev captions
     config = dataclasses.replace(config, hedge_sure=round(hedging["hedge_sure"], 4),
                                  hedge_possible=round(hedging["hedge_possible"], 4))
@@ -130,7 +130,7 @@ def combine(folders: list[Path], data_dir: Path, out: Path | None, beam_sizes=(1
         members.append(record)
     metrics = {
         "test": {str(k): v for k, v in table.items()},
-        "dev": {who: {str(k): v for k, v in rows.items()} for who, rows in dev.items()},  # what chose it
+        "dev": dev,
         "dev_hedging": hedging,
         "shipped_beam_size": beam,
         "stage": "ensemble",
